@@ -1,0 +1,248 @@
+"""Pipeline configuration: one YAML file per model under ``include/pipelines/``.
+
+The YAML is validated by pydantic models with ``extra="forbid"``: a misspelled key is
+an error that names the file and the key instead of a setting silently ignored. This
+module is imported when Airflow parses a DAG file, so it must stay light: pydantic and
+PyYAML only, never pandas, scikit-learn, GX, DVC or MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from conveyor.errors import ConfigError
+
+#: Version of the YAML schema this release writes; older versions stay readable.
+SCHEMA_VERSION = 1
+
+#: Metrics per task type and whether a larger value is better.
+METRICS: dict[str, dict[str, bool]] = {
+    "classification": {"accuracy": True, "f1": True, "roc_auc": True},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSource(_Strict):
+    """Where the training data lives: a file tracked by DVC in a data registry."""
+
+    repo: str | None = Field(
+        default=None,
+        description="Git URL or path of the DVC data registry; default $CONVEYOR_DATA_REGISTRY.",
+    )
+    path: str = Field(description="Path of the DVC-tracked file inside the registry.")
+    rev: str = Field(default="main", description="Tracked branch (or tag) to follow.")
+    format: Literal["csv", "parquet"] = "csv"
+
+
+class ColumnSpec(_Strict):
+    """Expectations on one column."""
+
+    type: Literal["float", "int", "str", "bool"] = "float"
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | float | bool] | None = None
+
+
+class ExpectationSpec(_Strict):
+    """Any other Great Expectations expectation, by its snake_case name."""
+
+    type: str = Field(pattern=r"^expect_[a-z0-9_]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidationSpec(_Strict):
+    """What the data must look like before a model may be trained on it."""
+
+    min_rows: int = Field(default=1, ge=0)
+    max_rows: int | None = Field(default=None, ge=1)
+    exact_columns: bool = Field(
+        default=True, description="Fail on columns the config does not list."
+    )
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    expectations: list[ExpectationSpec] = Field(default_factory=list)
+
+
+class SearchSpec(_Strict):
+    """A small cross-validated grid search run inside the training task."""
+
+    param_grid: dict[str, list[Any]] = Field(min_length=1)
+    cv: int = Field(default=3, ge=2)
+    scoring: str | None = None
+
+
+class ModelSpec(_Strict):
+    """The estimator, by dotted import path, with its parameters."""
+
+    estimator: str = Field(pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec | None = None
+
+
+class SplitSpec(_Strict):
+    """The held-out split, identical for the candidate and the production model."""
+
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+class MetricsSpec(_Strict):
+    """Thresholds the candidate must meet and the regression allowed vs production."""
+
+    primary: str
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    max_regression: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much worse than production any gated metric may be.",
+    )
+
+
+class DeploySpec(_Strict):
+    """Model service settings (used by the deployment step)."""
+
+    service_url: str = "http://127.0.0.1:8000"
+    require_approval: bool = False
+
+
+class MonitorSpec(_Strict):
+    """Drift monitoring settings (used by the monitoring DAG)."""
+
+    schedule: str | None = None
+    psi_threshold: float = Field(default=0.2, gt=0)
+    ks_pvalue: float = Field(default=0.01, gt=0, lt=1)
+    drift_share: float = Field(default=0.3, gt=0, le=1)
+    min_rows: int = Field(default=200, ge=1)
+
+
+class PipelineConfig(_Strict):
+    """One model's pipeline: data, expectations, estimator, metrics and deployment."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    description: str = ""
+    task: Literal["classification", "regression"]
+    data: DataSource
+    target: str
+    validation: ValidationSpec
+    model: ModelSpec
+    split: SplitSpec = SplitSpec()
+    metrics: MetricsSpec
+    deploy: DeploySpec = DeploySpec()
+    monitor: MonitorSpec = MonitorSpec()
+    schedule: str | None = Field(default=None, description="Cron or preset, e.g. '@daily'.")
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> PipelineConfig:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"name must be lower_snake_case (letters, digits, '_'), got {self.name!r}"
+            )
+        if self.schema_version > SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {self.schema_version} is newer than this Conveyor "
+                f"understands ({SCHEMA_VERSION}); upgrade conveyor-mlops"
+            )
+        known = METRICS[self.task]
+        for metric in [self.metrics.primary, *self.metrics.thresholds]:
+            if metric not in known:
+                raise ValueError(
+                    f"metric {metric!r} is not defined for task {self.task!r}; "
+                    f"use one of {sorted(known)}"
+                )
+        if self.target not in self.validation.columns:
+            raise ValueError(
+                f"target column {self.target!r} must be listed under validation.columns"
+            )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """Registered model name in MLflow."""
+        return self.name
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Columns fed to the model, in config order."""
+        return [c for c in self.validation.columns if c != self.target]
+
+    def higher_is_better(self, metric: str) -> bool:
+        """Whether a larger value of ``metric`` is better."""
+        return METRICS[self.task][metric]
+
+    def config_hash(self) -> str:
+        """Stable hash of everything that shapes the model (sha256 of canonical JSON)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"Invalid pipeline config {path}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{key}': remove it or check its spelling")
+        elif err["type"] == "missing":
+            lines.append(f"  - missing required key '{key}'")
+        else:
+            given = err.get("input")
+            shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+            lines.append(f"  - '{key}': {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    """Load and validate one pipeline YAML.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not YAML, or breaks the schema. The message names
+        the file and every offending key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"Pipeline config {path} does not exist: create it with "
+            f"`conveyor new-pipeline {path.stem}` or fix CONVEYOR_PIPELINES_DIR"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Pipeline config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Pipeline config {path} must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    if config.name != path.stem:
+        raise ConfigError(
+            f"Pipeline config {path}: 'name' is {config.name!r} but the file is "
+            f"{path.name}; the name and the file stem must match"
+        )
+    return config
+
+
+def pipeline_path(name: str, pipelines_dir: str | Path) -> Path:
+    """Path of the YAML for pipeline ``name``."""
+    return Path(pipelines_dir) / f"{name}.yaml"
+
+
+def list_pipelines(pipelines_dir: str | Path) -> list[str]:
+    """Names of all pipeline YAMLs in ``pipelines_dir``."""
+    return sorted(p.stem for p in Path(pipelines_dir).glob("*.yaml"))

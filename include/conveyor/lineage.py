@@ -1,0 +1,37 @@
+"""Facts recorded with every model version: where the code and the data came from."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+
+from conveyor.settings import REPO_ROOT
+
+#: Prefix of every tag Conveyor writes on MLflow runs and model versions.
+TAG_PREFIX = "conveyor."
+
+
+@cache
+def project_git_rev() -> str:
+    """Commit of the project checkout the code runs from, ``+dirty`` if modified.
+
+    Returns ``"unknown"`` when the code does not run from a git checkout (an installed
+    wheel in a container image); the image tag is then the code's identity.
+    """
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}+dirty" if dirty else sha
+
+
+def cache_key(data_md5: str, config_hash: str, code_rev: str) -> str:
+    """Identity of a training run's inputs: same key → same model, nothing to retrain."""
+    return f"{data_md5}:{config_hash}:{code_rev}"
