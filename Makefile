@@ -1,0 +1,49 @@
+# Conveyor: `make demo` then `make test`. Everything is installed from uv.lock.
+SHELL := /bin/bash
+# uv on PATH if present, else the one `make uv` installs with pip (evaluated lazily).
+UV = $(if $(shell command -v uv 2>/dev/null),uv,python3 -m uv)
+export CONVEYOR_HOME ?= $(CURDIR)/.conveyor
+export GX_ANALYTICS_ENABLED = false
+export DVC_NO_ANALYTICS = 1
+export MLFLOW_DISABLE_TELEMETRY = true
+export DO_NOT_TRACK = 1
+PYTEST_ARGS ?=
+
+.PHONY: help uv install demo demo-init demo-run test lint format bench clean
+
+help:
+	@echo "make demo   install, create the demo registry/stores, run the breast_cancer training DAG"
+	@echo "make test   install and run ruff + the whole test suite"
+	@echo "make bench  run the benchmarks in bench/"
+	@echo "make clean  remove all runtime state (.conveyor/)"
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+install: uv
+	$(UV) sync --frozen
+
+demo: install demo-init demo-run
+
+demo-init:
+	$(UV) run --frozen conveyor demo init
+
+demo-run:
+	$(UV) run --frozen conveyor demo run --pipeline breast_cancer
+
+lint: install
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+format: install
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+test: lint
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+bench: install
+	$(UV) run --frozen python bench/run_all.py
+
+clean:
+	rm -rf .conveyor

@@ -1,0 +1,17 @@
+"""Conveyor operators: one per pipeline step, thin over :mod:`conveyor`."""
+
+from conveyor_airflow.operators.evaluate import EvaluateModelOperator
+from conveyor_airflow.operators.gate import ModelGateOperator
+from conveyor_airflow.operators.pull import DvcPullOperator
+from conveyor_airflow.operators.register import RegisterModelOperator
+from conveyor_airflow.operators.train import TrainModelOperator
+from conveyor_airflow.operators.validate import DataValidationOperator
+
+__all__ = [
+    "DataValidationOperator",
+    "DvcPullOperator",
+    "EvaluateModelOperator",
+    "ModelGateOperator",
+    "RegisterModelOperator",
+    "TrainModelOperator",
+]

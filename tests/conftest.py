@@ -1,0 +1,67 @@
+"""Test-session environment: a private CONVEYOR_HOME and AIRFLOW_HOME per session.
+
+Set at import time, before anything imports Airflow (Airflow reads its configuration on
+import), so a demo left running on this machine never collides with the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="conveyor-test-"))
+PIPELINES = SESSION_HOME / "pipelines"
+PIPELINES.mkdir()
+for source in [*(REPO / "include" / "pipelines").glob("*.yaml"), *(REPO / "tests" / "fixtures" / "pipelines").glob("*.yaml")]:
+    shutil.copy(source, PIPELINES / source.name)
+
+os.environ.update(
+    {
+        "CONVEYOR_HOME": str(SESSION_HOME),
+        "CONVEYOR_PIPELINES_DIR": str(PIPELINES),
+        "CONVEYOR_DATA_REGISTRY": str(SESSION_HOME / "data-registry"),
+        "CONVEYOR_ARTIFACT_ROOT": str(SESSION_HOME / "artifacts"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{SESSION_HOME / 'mlflow' / 'mlflow.db'}",
+        "CONVEYOR_MLFLOW_ARTIFACTS": str(SESSION_HOME / "mlflow" / "artifacts"),
+    }
+)
+sys.path.insert(0, str(REPO / "tests"))
+
+from conveyor.airflow_env import airflow_env  # noqa: E402
+from conveyor.settings import Settings  # noqa: E402
+
+os.environ.update(airflow_env(Settings.from_env()))
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def airflow_db(settings: Settings) -> Path:
+    """A migrated Airflow metadata DB (SQLite) for dag.test() runs; once per session."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    return home / "airflow.db"
+
+
+@pytest.fixture(scope="session")
+def demo_registry(settings: Settings) -> dict[str, str]:
+    """The session's DVC data registry with the demo datasets published once."""
+    from conveyor.demo import init_demo
+
+    return init_demo(settings)
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
