@@ -1,0 +1,106 @@
+"""Registration against a real MLflow store: lineage, idempotency, aliases, skops loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conveyor import tracking
+from conveyor.config import load_pipeline_config
+from conveyor.errors import TrainingError
+from conveyor.model_io import check_serialisable, load_model
+from conveyor.registry import (
+    CANDIDATE,
+    COMPLETE_TAG,
+    PRODUCTION,
+    find_run_version,
+    lineage_tags,
+    promote,
+    register_version,
+    tag_value,
+    version_by_alias,
+)
+from conveyor.splits import split_frame
+from conveyor.training import log_model, train_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def logged(settings):
+    """One trained breast-cancer model logged to the session's MLflow store."""
+    import mlflow
+    from sklearn.datasets import load_breast_cancer
+
+    config = load_pipeline_config(REPO / "include" / "pipelines" / "breast_cancer.yaml")
+    config = config.model_copy(update={"name": "registry_test"})
+    train, test = split_frame(load_breast_cancer(as_frame=True).frame, config)
+    client = tracking.configure(settings)
+    experiment = tracking.ensure_experiment(client, config.name, settings)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        result = train_model(train, config)
+        uri = log_model(result, config, input_example=train[config.feature_columns], config_yaml="name: x\n")
+    return client, config, run.info.run_id, uri, test
+
+
+def test_logged_model_loads_with_reviewed_types(logged):
+    _, config, _, uri, test = logged
+    model = load_model(uri)
+    assert model.predict(test[config.feature_columns]).shape == (len(test),)
+    assert str(Path(uri.removeprefix("models:/"))).startswith("m-")
+
+
+def test_register_is_idempotent_per_run(logged):
+    client, config, run_id, uri, _ = logged
+    kwargs = dict(name=config.name, model_uri=uri, mlflow_run_id=run_id, dag_id="train_x",
+                  run_id="manual__1", tags=lineage_tags(data_md5="abc", metrics={"f1": 0.9}),
+                  model_id=uri.removeprefix("models:/"))
+    version, created = register_version(client, **kwargs)
+    again, created_again = register_version(client, **kwargs)
+    assert (created, created_again) == (True, False)
+    assert again == version
+    versions = client.search_model_versions(f"name = '{config.name}'")
+    assert len(versions) == 1
+    mv = versions[0]
+    assert mv.tags["conveyor.data_md5"] == "abc"
+    assert mv.tags["conveyor.metrics"] == '{"f1": 0.9}'
+    assert mv.tags["conveyor.run_id"] == "manual__1"
+    assert mv.tags[COMPLETE_TAG] == "true"
+    assert version_by_alias(client, config.name, CANDIDATE).version == int(version)
+    assert find_run_version(client, config.name, "train_x", "manual__1") is not None
+    assert find_run_version(client, config.name, "train_x", "other") is None
+
+
+def test_promote_moves_alias_once(logged):
+    client, config, run_id, uri, _ = logged
+    version, _ = register_version(client, name=config.name, model_uri=uri, mlflow_run_id=run_id,
+                                  dag_id="train_x", run_id="manual__2", tags={})
+    assert promote(client, config.name, version, reason="test", actor="pytest")
+    assert not promote(client, config.name, version, reason="test", actor="pytest")
+    prod = version_by_alias(client, config.name, PRODUCTION)
+    assert str(prod.version) == version
+    assert '"by": "pytest"' in prod.tags["conveyor.promoted"]
+    assert load_model(f"models:/{config.name}@{PRODUCTION}") is not None
+
+
+def test_incomplete_version_is_ignored(logged):
+    client, config, run_id, uri, _ = logged
+    mv = client.create_model_version(config.name, source=uri, run_id=run_id)
+    client.set_registered_model_alias(config.name, "half_done", mv.version)
+    assert version_by_alias(client, config.name, "half_done") is None
+    assert version_by_alias(client, config.name, "no_such_alias") is None
+
+
+def test_untrusted_types_are_refused_at_logging_time():
+    import numpy as np
+    from sklearn.gaussian_process import GaussianProcessClassifier
+
+    model = GaussianProcessClassifier().fit(np.random.rand(20, 2), np.arange(20) % 2)
+    with pytest.raises(TrainingError, match="SKOPS_TRUSTED_TYPES"):
+        check_serialisable(model)
+
+
+def test_long_tag_values_are_trimmed():
+    assert tag_value("x" * 10_000).endswith("...[truncated]")
+    assert len(tag_value("x" * 10_000)) < 5000

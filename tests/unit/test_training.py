@@ -1,0 +1,93 @@
+"""Training, evaluation and model I/O on real scikit-learn data and a real MLflow store."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from conveyor.config import load_pipeline_config
+from conveyor.errors import TrainingError
+from conveyor.evaluation import compute_metrics, write_plots
+from conveyor.splits import split_frame
+from conveyor.training import build_pipeline, load_estimator_class, train_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bc():
+    from sklearn.datasets import load_breast_cancer
+
+    config = load_pipeline_config(REPO / "include" / "pipelines" / "breast_cancer.yaml")
+    return config, load_breast_cancer(as_frame=True).frame
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    from sklearn.datasets import load_diabetes
+
+    config = load_pipeline_config(REPO / "tests" / "fixtures" / "pipelines" / "diabetes.yaml")
+    return config, load_diabetes(as_frame=True, scaled=False).frame
+
+
+def test_split_is_deterministic_and_stratified(bc):
+    config, frame = bc
+    train_a, test_a = split_frame(frame, config)
+    train_b, test_b = split_frame(frame, config)
+    assert list(test_a.index) == list(test_b.index)
+    assert len(test_a) == math.ceil(len(frame) * config.split.test_size)
+    assert abs(test_a.target.mean() - train_a.target.mean()) < 0.02
+
+
+def test_grid_search_classifier_is_reproducible(bc):
+    config, frame = bc
+    train, test = split_frame(frame, config)
+    first = train_model(train, config)
+    second = train_model(train, config)
+    assert first.best_params and set(first.best_params) == {"max_depth"}
+    assert first.cv_score > 0.9
+    metrics = compute_metrics(first.model, test, config)
+    assert set(metrics) == {"accuracy", "f1", "roc_auc"}
+    assert metrics["roc_auc"] > 0.95
+    assert metrics == compute_metrics(second.model, test, config)
+
+
+def test_regressor_metrics_and_plots(diabetes, tmp_path):
+    config, frame = diabetes
+    train, test = split_frame(frame, config)
+    result = train_model(train, config)
+    metrics = compute_metrics(result.model, test, config)
+    assert set(metrics) == {"rmse", "mae", "r2"}
+    assert 30 < metrics["rmse"] < 80
+    plots = write_plots(result.model, test, config, tmp_path)
+    assert {p.name for p in plots} == {"actual_vs_predicted.png", "residuals.png"}
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+def test_classifier_plots(bc, tmp_path):
+    config, frame = bc
+    train, test = split_frame(frame, config)
+    plots = write_plots(train_model(train, config).model, test, config, tmp_path)
+    assert {p.name for p in plots} == {"confusion_matrix.png", "roc_curve.png"}
+
+
+def test_unknown_estimator_path_is_clear():
+    with pytest.raises(TrainingError, match="cannot import module 'sklearn.ensembel'"):
+        load_estimator_class("sklearn.ensembel.RandomForestClassifier")
+    with pytest.raises(TrainingError, match="has no estimator class 'RandomForrest'"):
+        load_estimator_class("sklearn.ensemble.RandomForrest")
+
+
+def test_unknown_estimator_param_is_named(bc):
+    config, _ = bc
+    bad = config.model_copy(update={"model": config.model.model_copy(update={"params": {"max_iters": 3}})})
+    with pytest.raises(TrainingError, match=r"\['max_iters'\] are not parameters"):
+        build_pipeline(bad)
+
+
+def test_seed_is_applied(bc):
+    config, _ = bc
+    estimator = build_pipeline(config).named_steps["estimator"]
+    assert estimator.random_state == config.split.seed
