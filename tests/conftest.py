@@ -19,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="conveyor-test-"))
 PIPELINES = SESSION_HOME / "pipelines"
 PIPELINES.mkdir()
-for source in [*(REPO / "include" / "pipelines").glob("*.yaml"), *(REPO / "tests" / "fixtures" / "pipelines").glob("*.yaml")]:
+for source in [
+    *(REPO / "include" / "pipelines").glob("*.yaml"),
+    *(REPO / "tests" / "fixtures" / "pipelines").glob("*.yaml"),
+]:
     shutil.copy(source, PIPELINES / source.name)
 
 os.environ.update(
@@ -51,7 +54,9 @@ def airflow_db(settings: Settings) -> Path:
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    subprocess.run(
+        [airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+    )
     return home / "airflow.db"
 
 
@@ -63,5 +68,5 @@ def demo_registry(settings: Settings) -> dict[str, str]:
     return init_demo(settings)
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION_HOME, ignore_errors=True)

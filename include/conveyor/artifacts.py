@@ -129,7 +129,9 @@ class RunArtifacts:
         }
         with self.fs.open(join_url(self.base, safe_segment(step), "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=2)
-        log.info("Wrote %d artifact(s) for step %s to %s", len(writer.files), step, writer.url_prefix)
+        log.info(
+            "Wrote %d artifact(s) for step %s to %s", len(writer.files), step, writer.url_prefix
+        )
 
     def manifest(self, step: str) -> dict[str, Any] | None:
         """The manifest of the last complete attempt of ``step``, or None."""

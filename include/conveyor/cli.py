@@ -32,10 +32,16 @@ dag = build_pipeline_dag("{name}")
 '''
 
 
-def _run(cmd: list[str], env: dict[str, str], *, quiet: bool = False) -> subprocess.CompletedProcess:
+def _run(
+    cmd: list[str], env: dict[str, str], *, quiet: bool = False
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        cmd, env=env, check=False, text=True,
-        stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None,
+        cmd,
+        env=env,
+        check=False,
+        text=True,
+        stdout=subprocess.PIPE if quiet else None,
+        stderr=subprocess.STDOUT if quiet else None,
     )
 
 
@@ -52,7 +58,14 @@ def airflow_init(settings: Settings) -> dict[str, str]:
     airflow = str(Path(sys.executable).with_name("airflow"))
     for cmd in (
         [airflow, "db", "migrate"],
-        [airflow, "pools", "set", "conveyor_training", "1", "Conveyor training tasks (bounds CPU use)"],
+        [
+            airflow,
+            "pools",
+            "set",
+            "conveyor_training",
+            "1",
+            "Conveyor training tasks (bounds CPU use)",
+        ],
     ):
         done = _run(cmd, env, quiet=True)
         if done.returncode != 0:
@@ -90,7 +103,11 @@ def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -
         run = runs[0]
         summary["data_md5"] = run.data.tags.get("conveyor.data_md5")
         summary["data_git_sha"] = run.data.tags.get("conveyor.data_git_sha")
-        summary["metrics"] = {k.removeprefix("test_"): round(v, 4) for k, v in run.data.metrics.items() if k.startswith("test_")}
+        summary["metrics"] = {
+            k.removeprefix("test_"): round(v, 4)
+            for k, v in run.data.metrics.items()
+            if k.startswith("test_")
+        }
         summary["mlflow_run_id"] = run.info.run_id
     version = find_run_version(client, pipeline, dag_id, run_id)
     summary["registered_version"] = str(version.version) if version else None
@@ -115,14 +132,27 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
         conf["data_rev"] = args.data_rev
     console.rule(f"Running train_{args.pipeline} with dag.test() (logs below)")
     proc = subprocess.run(
-        [sys.executable, "-m", "conveyor_airflow.local_run", args.pipeline, "--conf", json.dumps(conf)],
-        env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "conveyor_airflow.local_run",
+            args.pipeline,
+            "--conf",
+            json.dumps(conf),
+        ],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
     )
     result = None
     for line in proc.stdout.splitlines():
         if line.startswith("CONVEYOR_RESULT "):
             result = json.loads(line.removeprefix("CONVEYOR_RESULT "))
-        elif args.verbose or any(k in line for k in ("conveyor", "ERROR", "Gate", "  - ", "Task", "Marking")):
+        elif args.verbose or any(
+            k in line for k in ("conveyor", "ERROR", "Gate", "  - ", "Task", "Marking")
+        ):
             console.print(line, markup=False, highlight=False)
     if result is None:
         err_console.print(proc.stdout[-4000:], markup=False)
@@ -130,12 +160,22 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     summary = summarise_run(settings, args.pipeline, result["dag_id"], result["run_id"])
     table = Table(title=f"{result['dag_id']} — {result['state']}", show_header=False)
-    for key in ("run_id", "data_git_sha", "data_md5", "metrics", "gate", "registered_version",
-                "production_version", "mlflow_run_id"):
+    for key in (
+        "run_id",
+        "data_git_sha",
+        "data_md5",
+        "metrics",
+        "gate",
+        "registered_version",
+        "production_version",
+        "mlflow_run_id",
+    ):
         value = summary.get(key)
         table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
     console.print(table)
-    console.print(f"MLflow UI: [bold]MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} uv run mlflow ui[/]")
+    console.print(
+        f"MLflow UI: [bold]MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} uv run mlflow ui[/]"
+    )
     return 0 if result["state"] == "success" else 1
 
 
@@ -181,9 +221,12 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
         table.add_column(column)
     for mv in sorted(versions, key=lambda v: int(v.version)):
         table.add_row(
-            str(mv.version), ",".join(aliases.get(str(mv.version), [])),
-            mv.tags.get("conveyor.complete", "no"), mv.tags.get("conveyor.data_md5", "")[:12],
-            mv.tags.get("conveyor.metrics", ""), mv.tags.get("conveyor.run_id", ""),
+            str(mv.version),
+            ",".join(aliases.get(str(mv.version), [])),
+            mv.tags.get("conveyor.complete", "no"),
+            mv.tags.get("conveyor.data_md5", "")[:12],
+            mv.tags.get("conveyor.metrics", ""),
+            mv.tags.get("conveyor.run_id", ""),
         )
     console.print(table)
     return 0
@@ -194,8 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show full logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the embedded demo").add_subparsers(dest="demo_command", required=True)
-    demo.add_parser("init", help="create data registry, MLflow store and AIRFLOW_HOME").set_defaults(func=cmd_demo_init)
+    demo = sub.add_parser("demo", help="the embedded demo").add_subparsers(
+        dest="demo_command", required=True
+    )
+    demo.add_parser(
+        "init", help="create data registry, MLflow store and AIRFLOW_HOME"
+    ).set_defaults(func=cmd_demo_init)
     run = demo.add_parser("run", help="run a training DAG to completion with dag.test()")
     run.add_argument("--pipeline", default="breast_cancer")
     run.add_argument("--data-rev", default="")
@@ -208,19 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--dags-dir", default=str(REPO_ROOT / "dags"))
     new.set_defaults(func=cmd_new_pipeline)
 
-    models = sub.add_parser("models", help="model registry").add_subparsers(dest="models_command", required=True)
+    models = sub.add_parser("models", help="model registry").add_subparsers(
+        dest="models_command", required=True
+    )
     listing = models.add_parser("list", help="versions, aliases and lineage of a pipeline's model")
     listing.add_argument("pipeline")
     listing.set_defaults(func=cmd_models_list)
 
-    init = sub.add_parser("airflow-init", help="migrate the embedded Airflow DB and create the pool")
+    init = sub.add_parser(
+        "airflow-init", help="migrate the embedded Airflow DB and create the pool"
+    )
     init.set_defaults(func=lambda a, s: (airflow_init(s), 0)[1])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
     try:
         return args.func(args, Settings.from_env())
     except ConveyorError as exc:

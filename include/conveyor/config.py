@@ -225,7 +225,9 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"Pipeline config {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"Pipeline config {path} must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(
+            f"Pipeline config {path} must be a mapping of keys, got {type(raw).__name__}"
+        )
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:

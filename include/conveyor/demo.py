@@ -30,7 +30,9 @@ def dataset_frame(name: str):
     raise KeyError(f"unknown demo dataset {name!r}; known: {sorted(DATASETS)}")
 
 
-def init_data_registry(registry: Path, remote: Path, names: list[str] | None = None) -> dict[str, str]:
+def init_data_registry(
+    registry: Path, remote: Path, names: list[str] | None = None
+) -> dict[str, str]:
     """Create (or reuse) a DVC registry at ``registry`` with a local remote and publish
     the demo datasets; returns {dataset: commit sha}."""
     from conveyor.data_registry import init_registry, publish_file

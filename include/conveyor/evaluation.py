@@ -62,7 +62,9 @@ def compute_metrics(model: Any, test: pd.DataFrame, config: PipelineConfig) -> d
         raise TrainingError(f"Cannot score the held-out split: {exc}") from exc
 
 
-def write_plots(model: Any, test: pd.DataFrame, config: PipelineConfig, out_dir: Path) -> list[Path]:
+def write_plots(
+    model: Any, test: pd.DataFrame, config: PipelineConfig, out_dir: Path
+) -> list[Path]:
     """Diagnostic PNGs: confusion matrix and ROC curve, or predicted-vs-actual residuals."""
     import matplotlib
 

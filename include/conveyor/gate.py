@@ -77,7 +77,9 @@ def decide(
         higher = config.higher_is_better(metric)
         ok = value is not None and (value >= threshold if higher else value <= threshold)
         op = ">=" if higher else "<="
-        checks.append({"kind": "threshold", "metric": metric, "value": value, "limit": threshold, "ok": ok})
+        checks.append(
+            {"kind": "threshold", "metric": metric, "value": value, "limit": threshold, "ok": ok}
+        )
         shown = "missing" if value is None else f"{value:.4f}"
         reasons.append(f"{metric} {shown} {op} {threshold} (threshold): {'ok' if ok else 'FAILED'}")
 
@@ -94,8 +96,16 @@ def decide(
             higher = config.higher_is_better(metric)
             limit = baseline - tolerance if higher else baseline + tolerance
             ok = value >= limit if higher else value <= limit
-            checks.append({"kind": "regression", "metric": metric, "value": value, "limit": limit,
-                           "production": baseline, "ok": ok})
+            checks.append(
+                {
+                    "kind": "regression",
+                    "metric": metric,
+                    "value": value,
+                    "limit": limit,
+                    "production": baseline,
+                    "ok": ok,
+                }
+            )
             reasons.append(
                 f"{metric} {value:.4f} vs production v{production_version} {baseline:.4f} "
                 f"(tolerance {tolerance}): {'ok' if ok else 'REGRESSION'}"

@@ -45,7 +45,9 @@ def check_serialisable(model: Any) -> None:
     """Fail early if ``model`` needs a skops type outside :data:`SKOPS_TRUSTED_TYPES`."""
     import skops.io as sio
 
-    untrusted = sorted(set(sio.get_untrusted_types(data=sio.dumps(model))) - set(SKOPS_TRUSTED_TYPES))
+    untrusted = sorted(
+        set(sio.get_untrusted_types(data=sio.dumps(model))) - set(SKOPS_TRUSTED_TYPES)
+    )
     if untrusted:
         raise TrainingError(
             f"The fitted model uses types skops does not trust: {untrusted}. Review them and, "

@@ -45,7 +45,9 @@ def _quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-def find_run_version(client: MlflowClient, name: str, dag_id: str, run_id: str) -> ModelVersion | None:
+def find_run_version(
+    client: MlflowClient, name: str, dag_id: str, run_id: str
+) -> ModelVersion | None:
     """The version an earlier attempt of this Airflow run registered, if any."""
     found = client.search_model_versions(
         f"name = '{_quote(name)}' and tags.`{TAG_PREFIX}dag_id` = '{_quote(dag_id)}' "
@@ -80,7 +82,13 @@ def register_version(
     try:
         existing = find_run_version(client, name, dag_id, run_id)
         if existing is not None:
-            log.info("Run %s/%s already registered %s v%s: reusing it", dag_id, run_id, name, existing.version)
+            log.info(
+                "Run %s/%s already registered %s v%s: reusing it",
+                dag_id,
+                run_id,
+                name,
+                existing.version,
+            )
             version, created = str(existing.version), False
         else:
             try:
@@ -88,10 +96,17 @@ def register_version(
             except MlflowException as exc:
                 if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                     raise
-            all_tags = {**tags, **lineage_tags(dag_id=dag_id, run_id=run_id, mlflow_run_id=mlflow_run_id)}
+            all_tags = {
+                **tags,
+                **lineage_tags(dag_id=dag_id, run_id=run_id, mlflow_run_id=mlflow_run_id),
+            }
             mv = client.create_model_version(
-                name, source=model_uri, run_id=mlflow_run_id, tags=all_tags,
-                description=description, model_id=model_id,
+                name,
+                source=model_uri,
+                run_id=mlflow_run_id,
+                tags=all_tags,
+                description=description,
+                model_id=model_id,
             )
             version, created = str(mv.version), True
             log.info("Registered %s v%s with %d lineage tags", name, version, len(all_tags))
@@ -113,14 +128,14 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
             return None
         raise RegistryError(f"Cannot read alias {alias!r} of {name}: {exc}") from exc
     if mv.tags.get(COMPLETE_TAG) != "true":
-        log.warning("%s@%s points to v%s, which is not complete; ignoring it", name, alias, mv.version)
+        log.warning(
+            "%s@%s points to v%s, which is not complete; ignoring it", name, alias, mv.version
+        )
         return None
     return mv
 
 
-def promote(
-    client: MlflowClient, name: str, version: str, *, reason: str, actor: str
-) -> bool:
+def promote(client: MlflowClient, name: str, version: str, *, reason: str, actor: str) -> bool:
     """Point ``production`` at ``version``; returns False if it already did (idempotent)."""
     current = version_by_alias(client, name, PRODUCTION)
     if current is not None and str(current.version) == str(version):
@@ -128,12 +143,23 @@ def promote(
         return False
     client.set_registered_model_alias(name, PRODUCTION, str(version))
     client.set_model_version_tag(
-        name, str(version), f"{TAG_PREFIX}promoted",
-        tag_value({"at": datetime.now(UTC).isoformat(), "by": actor, "reason": reason,
-                   "from_version": str(current.version) if current else None}),
+        name,
+        str(version),
+        f"{TAG_PREFIX}promoted",
+        tag_value(
+            {
+                "at": datetime.now(UTC).isoformat(),
+                "by": actor,
+                "reason": reason,
+                "from_version": str(current.version) if current else None,
+            }
+        ),
     )
     log.info(
         "Promoted %s v%s to production (was %s): %s",
-        name, version, f"v{current.version}" if current else "none", reason,
+        name,
+        version,
+        f"v{current.version}" if current else "none",
+        reason,
     )
     return True

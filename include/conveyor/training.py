@@ -97,7 +97,9 @@ def build_pipeline(config: PipelineConfig, *, n_jobs: int = 1) -> Pipeline:
         transformers.append(
             (
                 "num",
-                Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
                 numeric,
             )
         )
@@ -138,7 +140,11 @@ def train_model(train: pd.DataFrame, config: PipelineConfig, *, n_jobs: int = 1)
     pipeline = build_pipeline(config, n_jobs=n_jobs)
     X, y = features_and_target(train, config)
     started = time.perf_counter()
-    result = TrainResult(model=pipeline, params=dict(pipeline.named_steps["estimator"].get_params()), train_rows=len(train))
+    result = TrainResult(
+        model=pipeline,
+        params=dict(pipeline.named_steps["estimator"].get_params()),
+        train_rows=len(train),
+    )
     with threadpool_limits(limits=n_jobs):
         try:
             if config.model.search is None:
@@ -159,18 +165,23 @@ def train_model(train: pd.DataFrame, config: PipelineConfig, *, n_jobs: int = 1)
                     error_score="raise",
                 )
                 log.info(
-                    "Grid search over %d candidates × %d folds on %d rows",
-                    len(list(_grid_points(grid))), config.model.search.cv, len(train),
+                    "Grid search over %d candidates x %d folds on %d rows",
+                    len(list(_grid_points(grid))),
+                    config.model.search.cv,
+                    len(train),
                 )
                 search.fit(X, y)
                 result.model = search.best_estimator_
-                result.best_params = {k.removeprefix("estimator__"): v for k, v in search.best_params_.items()}
+                result.best_params = {
+                    k.removeprefix("estimator__"): v for k, v in search.best_params_.items()
+                }
                 result.cv_score = float(search.best_score_)
                 log.info("Best parameters %s (CV score %.4f)", result.best_params, result.cv_score)
         except (ValueError, TypeError) as exc:
             raise TrainingError(f"Training {config.model.estimator} failed: {exc}") from exc
     result.params = {
-        k: v for k, v in result.model.named_steps["estimator"].get_params().items()
+        k: v
+        for k, v in result.model.named_steps["estimator"].get_params().items()
         if isinstance(v, str | int | float | bool) or v is None
     }
     result.fit_seconds = time.perf_counter() - started
@@ -205,8 +216,8 @@ def log_model(
     mlflow.log_params({f"estimator.{k}": v for k, v in result.params.items()})
     if result.cv_score is not None:
         mlflow.log_metric("cv_score", result.cv_score)
-    import skops
     import sklearn
+    import skops
 
     example = input_example.head(5)
     signature = infer_signature(example, result.model.predict(example))

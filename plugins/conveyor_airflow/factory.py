@@ -104,7 +104,9 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
     ) as dag:
         common = {"pipeline": config.name}
         pull = DvcPullOperator(task_id="pull_data", data_rev="{{ params.data_rev }}", **common)
-        validate = DataValidationOperator(task_id="validate_data", data=pull.output, retries=0, **common)
+        validate = DataValidationOperator(
+            task_id="validate_data", data=pull.output, retries=0, **common
+        )
         train = TrainModelOperator(
             task_id="train_model",
             data=pull.output,

@@ -14,7 +14,9 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conveyor_airflow.local_run")
     parser.add_argument("pipeline")
-    parser.add_argument("--conf", default="{}", help="JSON run conf (Params), e.g. '{\"force\": true}'")
+    parser.add_argument(
+        "--conf", default="{}", help="JSON run conf (Params), e.g. '{\"force\": true}'"
+    )
     args = parser.parse_args(argv)
 
     from conveyor_airflow.factory import build_pipeline_dag
@@ -22,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     dag = build_pipeline_dag(args.pipeline)
     dag_run = dag.test(run_conf=json.loads(args.conf))
     state = str(getattr(dag_run.state, "value", dag_run.state))
-    print("CONVEYOR_RESULT " + json.dumps({"dag_id": dag.dag_id, "run_id": dag_run.run_id, "state": state}))
+    print(
+        "CONVEYOR_RESULT "
+        + json.dumps({"dag_id": dag.dag_id, "run_id": dag_run.run_id, "state": state})
+    )
     return 0 if state == "success" else 1
 
 

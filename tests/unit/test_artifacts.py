@@ -35,8 +35,13 @@ def test_put_dir_keeps_tree(tmp_path):
     art = RunArtifacts(str(tmp_path / "root"), "d", "r")
     with art.step("validation") as out:
         url = out.put_dir(src, "data_docs")
-    assert sorted(art.manifest("validation")["files"]) == ["data_docs/index.html", "data_docs/sub/page.html"]
-    assert (tmp_path / "root" / "d" / "r" / "validation" / "try-1" / "data_docs" / "sub" / "page.html").read_text() == "<p/>"
+    assert sorted(art.manifest("validation")["files"]) == [
+        "data_docs/index.html",
+        "data_docs/sub/page.html",
+    ]
+    assert (
+        tmp_path / "root" / "d" / "r" / "validation" / "try-1" / "data_docs" / "sub" / "page.html"
+    ).read_text() == "<p/>"
     assert url.endswith("validation/try-1/data_docs")
 
 

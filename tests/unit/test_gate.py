@@ -41,7 +41,9 @@ def test_threshold_failure_is_named(clf):
 
 def test_regression_beyond_tolerance_rejects(clf):
     production = {"roc_auc": 0.995, "accuracy": 0.99, "f1": 0.99}
-    decision = decide({**GOOD, "accuracy": 0.95}, clf, production=production, production_version="3")
+    decision = decide(
+        {**GOOD, "accuracy": 0.95}, clf, production=production, production_version="3"
+    )
     assert not decision.passed
     assert "vs production v3" in decision.summary()
     assert "REGRESSION" in decision.summary()
@@ -54,7 +56,12 @@ def test_within_tolerance_passes(clf):
 
 def test_lower_is_better_metrics(reg):
     assert decide({"rmse": 60.0, "mae": 40.0, "r2": 0.4}, reg).passed
-    worse = decide({"rmse": 66.0, "mae": 40.0, "r2": 0.4}, reg, production={"rmse": 60.0, "r2": 0.4}, production_version="1")
+    worse = decide(
+        {"rmse": 66.0, "mae": 40.0, "r2": 0.4},
+        reg,
+        production={"rmse": 60.0, "r2": 0.4},
+        production_version="1",
+    )
     assert not worse.passed
     assert any(c["metric"] == "rmse" and not c["ok"] for c in worse.checks)
 
@@ -65,7 +72,9 @@ def test_override_needs_reason(clf):
 
 
 def test_override_is_recorded(clf):
-    decision = decide({**GOOD, "accuracy": 0.1}, clf, override=True, override_reason="hotfix for incident 42")
+    decision = decide(
+        {**GOOD, "accuracy": 0.1}, clf, override=True, override_reason="hotfix for incident 42"
+    )
     assert decision.passed and decision.overridden
     assert decision.to_dict()["override_reason"] == "hotfix for incident 42"
     assert "overridden: hotfix for incident 42" in decision.summary()

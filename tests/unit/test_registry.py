@@ -40,7 +40,9 @@ def logged(settings):
     experiment = tracking.ensure_experiment(client, config.name, settings)
     with mlflow.start_run(experiment_id=experiment) as run:
         result = train_model(train, config)
-        uri = log_model(result, config, input_example=train[config.feature_columns], config_yaml="name: x\n")
+        uri = log_model(
+            result, config, input_example=train[config.feature_columns], config_yaml="name: x\n"
+        )
     return client, config, run.info.run_id, uri, test
 
 
@@ -53,9 +55,15 @@ def test_logged_model_loads_with_reviewed_types(logged):
 
 def test_register_is_idempotent_per_run(logged):
     client, config, run_id, uri, _ = logged
-    kwargs = dict(name=config.name, model_uri=uri, mlflow_run_id=run_id, dag_id="train_x",
-                  run_id="manual__1", tags=lineage_tags(data_md5="abc", metrics={"f1": 0.9}),
-                  model_id=uri.removeprefix("models:/"))
+    kwargs = dict(
+        name=config.name,
+        model_uri=uri,
+        mlflow_run_id=run_id,
+        dag_id="train_x",
+        run_id="manual__1",
+        tags=lineage_tags(data_md5="abc", metrics={"f1": 0.9}),
+        model_id=uri.removeprefix("models:/"),
+    )
     version, created = register_version(client, **kwargs)
     again, created_again = register_version(client, **kwargs)
     assert (created, created_again) == (True, False)
@@ -74,8 +82,15 @@ def test_register_is_idempotent_per_run(logged):
 
 def test_promote_moves_alias_once(logged):
     client, config, run_id, uri, _ = logged
-    version, _ = register_version(client, name=config.name, model_uri=uri, mlflow_run_id=run_id,
-                                  dag_id="train_x", run_id="manual__2", tags={})
+    version, _ = register_version(
+        client,
+        name=config.name,
+        model_uri=uri,
+        mlflow_run_id=run_id,
+        dag_id="train_x",
+        run_id="manual__2",
+        tags={},
+    )
     assert promote(client, config.name, version, reason="test", actor="pytest")
     assert not promote(client, config.name, version, reason="test", actor="pytest")
     prod = version_by_alias(client, config.name, PRODUCTION)

@@ -25,7 +25,12 @@ if TYPE_CHECKING:
     from conveyor.settings import Settings
 
 #: Thread-pool variables bound to the task's slots so BLAS/OpenMP never oversubscribe.
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 class ConveyorOperator(BaseOperator):

@@ -52,11 +52,17 @@ class EvaluateModelOperator(ConveyorOperator):
             self.log.info("No production version of %s yet", cfg.model_name)
         else:
             try:
-                prod_metrics = compute_metrics(load_model(f"models:/{cfg.model_name}/{current.version}"), test, cfg)
+                prod_metrics = compute_metrics(
+                    load_model(f"models:/{cfg.model_name}/{current.version}"), test, cfg
+                )
                 production = {"version": str(current.version), "metrics": prod_metrics}
                 self.log.info("Production v%s on the same rows: %s", current.version, prod_metrics)
             except TrainingError as exc:
-                self.log.warning("Production v%s cannot score this data (%s): not comparable", current.version, exc)
+                self.log.warning(
+                    "Production v%s cannot score this data (%s): not comparable",
+                    current.version,
+                    exc,
+                )
                 production = {"version": str(current.version), "metrics": None, "error": str(exc)}
 
         with tempfile.TemporaryDirectory(prefix="conveyor-eval-") as tmp:
@@ -65,7 +71,9 @@ class EvaluateModelOperator(ConveyorOperator):
                 mlflow.log_metrics({f"test_{k}": v for k, v in candidate.items()})
                 for plot in plots:
                     mlflow.log_artifact(str(plot), artifact_path="evaluation")
-            with self.run_artifacts(context).step("evaluation", attempt=context["ti"].try_number or 1) as out:
+            with self.run_artifacts(context).step(
+                "evaluation", attempt=context["ti"].try_number or 1
+            ) as out:
                 plot_uris = [out.put_file(p, p.name) for p in plots]
                 out.write_json("metrics.json", {"candidate": candidate, "production": production})
         return {

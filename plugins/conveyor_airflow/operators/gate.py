@@ -29,7 +29,10 @@ class ModelGateOperator(ConveyorOperator):
     """
 
     template_fields: Sequence[str] = (
-        *ConveyorOperator.template_fields, "evaluation", "override", "override_reason",
+        *ConveyorOperator.template_fields,
+        "evaluation",
+        "override",
+        "override_reason",
     )
     ui_color = "#f0c419"
 

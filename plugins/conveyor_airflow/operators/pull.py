@@ -27,7 +27,9 @@ def event_payload(context: Context) -> dict[str, Any] | None:
             if not isinstance(payload, dict) or "rev" not in payload:
                 continue
             stamp = getattr(event, "timestamp", None)
-            if newest is None or (stamp is not None and newest[0] is not None and stamp > newest[0]):
+            if newest is None or (
+                stamp is not None and newest[0] is not None and stamp > newest[0]
+            ):
                 newest = (stamp, payload)
     return newest[1] if newest else None
 
@@ -63,7 +65,9 @@ class DvcPullOperator(ConveyorOperator):
         from conveyor.data import fetch
 
         repo, rev, source = self.resolve_revision(context)
-        self.log.info("Data revision %r (from %s) of %s in %s", rev, source, self.config.data.path, repo)
+        self.log.info(
+            "Data revision %r (from %s) of %s in %s", rev, source, self.config.data.path, repo
+        )
         artifacts = self.run_artifacts(context)
         with tempfile.TemporaryDirectory(prefix="conveyor-pull-") as tmp:
             snapshot = fetch(repo, self.config.data.path, rev, tmp)
@@ -71,5 +75,7 @@ class DvcPullOperator(ConveyorOperator):
                 data_uri = out.put_file(snapshot.local_path, snapshot.local_path.rsplit("/", 1)[-1])
         result = {**snapshot.to_dict(), "rev_source": source, "data_uri": data_uri}
         result.pop("local_path", None)
-        self.log.info("Pinned data: git sha %s, md5 %s -> %s", snapshot.git_sha, snapshot.md5, data_uri)
+        self.log.info(
+            "Pinned data: git sha %s, md5 %s -> %s", snapshot.git_sha, snapshot.md5, data_uri
+        )
         return result

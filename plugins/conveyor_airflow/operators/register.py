@@ -26,13 +26,25 @@ class RegisterModelOperator(ConveyorOperator):
     """
 
     template_fields: Sequence[str] = (
-        *ConveyorOperator.template_fields, "data", "validation", "training", "evaluation", "gate",
+        *ConveyorOperator.template_fields,
+        "data",
+        "validation",
+        "training",
+        "evaluation",
+        "gate",
     )
     ui_color = "#43c6ac"
 
     def __init__(
-        self, *, data: Any, validation: Any, training: Any, evaluation: Any, gate: Any,
-        promote: bool = True, **kwargs: Any,
+        self,
+        *,
+        data: Any,
+        validation: Any,
+        training: Any,
+        evaluation: Any,
+        gate: Any,
+        promote: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.data = data
@@ -59,14 +71,21 @@ class RegisterModelOperator(ConveyorOperator):
             data_rev_source=self.data.get("rev_source"),
             data_git_sha=self.data["git_sha"],
             data_md5=self.data["md5"],
-            validation={k: self.validation.get(k) for k in ("success", "rows", "evaluated", "failed", "docs_uri")},
+            validation={
+                k: self.validation.get(k)
+                for k in ("success", "rows", "evaluated", "failed", "docs_uri")
+            },
             project_git_rev=code_rev,
             config_hash=cfg.config_hash(),
             cache_key=cache_key(self.data["md5"], cfg.config_hash(), code_rev),
             params=self.training.get("best_params") or {},
             metrics=self.evaluation["candidate"],
-            gate={"passed": self.gate["passed"], "overridden": self.gate["overridden"],
-                  "override_reason": self.gate["override_reason"], "reasons": self.gate["reasons"]},
+            gate={
+                "passed": self.gate["passed"],
+                "overridden": self.gate["overridden"],
+                "override_reason": self.gate["override_reason"],
+                "reasons": self.gate["reasons"],
+            },
             estimator=cfg.model.estimator,
         )
         version, created = register_version(
@@ -83,13 +102,23 @@ class RegisterModelOperator(ConveyorOperator):
         promoted = False
         if self.promote:
             promoted = promote(
-                client, cfg.model_name, version,
-                reason=f"gate passed in {dag_id}/{run_id}", actor=f"airflow:{dag_id}",
+                client,
+                cfg.model_name,
+                version,
+                reason=f"gate passed in {dag_id}/{run_id}",
+                actor=f"airflow:{dag_id}",
             )
         self.log.info(
-            "%s v%s (%s); production %s", cfg.model_name, version,
+            "%s v%s (%s); production %s",
+            cfg.model_name,
+            version,
             "new" if created else "reused from an earlier attempt",
             "moved to it" if promoted else "unchanged",
         )
-        return {"model_name": cfg.model_name, "version": version, "created": created, "promoted": promoted,
-                "metrics": self.evaluation["candidate"]}
+        return {
+            "model_name": cfg.model_name,
+            "version": version,
+            "created": created,
+            "promoted": promoted,
+            "metrics": self.evaluation["candidate"],
+        }

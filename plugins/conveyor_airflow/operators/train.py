@@ -55,15 +55,22 @@ class TrainModelOperator(ConveyorOperator):
         experiment_id = tracking.ensure_experiment(client, cfg.name, self.settings)
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         tags = lineage_tags(
-            pipeline=cfg.name, dag_id=dag_id, run_id=run_id,
+            pipeline=cfg.name,
+            dag_id=dag_id,
+            run_id=run_id,
             try_number=str(context["ti"].try_number or 1),
-            data_md5=self.data["md5"], data_git_sha=self.data["git_sha"],
-            config_hash=cfg.config_hash(), project_git_rev=project_git_rev(),
+            data_md5=self.data["md5"],
+            data_git_sha=self.data["git_sha"],
+            config_hash=cfg.config_hash(),
+            project_git_rev=project_git_rev(),
         )
-        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{dag_id}/{run_id}", tags=tags) as run:
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"{dag_id}/{run_id}", tags=tags
+        ) as run:
             result = train_model(train, cfg, n_jobs=self.n_jobs)
             model_uri = log_model(
-                result, cfg,
+                result,
+                cfg,
                 input_example=train[cfg.feature_columns],
                 config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
             )

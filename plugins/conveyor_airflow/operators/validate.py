@@ -37,14 +37,20 @@ class DataValidationOperator(ConveyorOperator):
         cfg = self.config
         with local_copy(self.data["data_uri"]) as path:
             frame = read_dataset(path, cfg.data.format)
-        self.log.info("Validating %d rows × %d columns of %s", len(frame), frame.shape[1], cfg.data.path)
+        self.log.info(
+            "Validating %d rows x %d columns of %s", len(frame), frame.shape[1], cfg.data.path
+        )
         failure: ValidationFailed | None = None
         with (
             tempfile.TemporaryDirectory(prefix="conveyor-gx-") as tmp,
-            self.run_artifacts(context).step("validation", attempt=context["ti"].try_number or 1) as out,
+            self.run_artifacts(context).step(
+                "validation", attempt=context["ti"].try_number or 1
+            ) as out,
         ):
             try:
-                summary = validate_frame(frame, cfg.validation, suite_name=cfg.name, docs_dir=Path(tmp) / "docs")
+                summary = validate_frame(
+                    frame, cfg.validation, suite_name=cfg.name, docs_dir=Path(tmp) / "docs"
+                )
             except ValidationFailed as exc:
                 failure, summary = exc, exc.summary
             docs_uri = None
