@@ -35,6 +35,17 @@ os.environ.update(
         "CONVEYOR_MLFLOW_ARTIFACTS": str(SESSION_HOME / "mlflow" / "artifacts"),
     }
 )
+# dag.test() re-reads its DAG from the dags folder: one with the repo's DAG files plus a
+# scaffolded two-line file for each test-only pipeline (as `conveyor new-pipeline` writes).
+DAGS = SESSION_HOME / "dags"
+DAGS.mkdir()
+for source in (REPO / "dags").glob("*.py"):
+    shutil.copy(source, DAGS / source.name)
+for source in (REPO / "tests" / "fixtures" / "pipelines").glob("*.yaml"):
+    (DAGS / f"{source.stem}.py").write_text(
+        f'from conveyor_airflow.factory import build_pipeline_dag\n\ndag = build_pipeline_dag("{source.stem}")\n'
+    )
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
 sys.path.insert(0, str(REPO / "tests"))
 
 from conveyor.airflow_env import airflow_env  # noqa: E402

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,21 @@ def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -
     return summary
 
 
+_LOG_RE = re.compile(r"^\S+T(\d\d:\d\d:\d\d)\S* \[(\w+)\s*\] (.*?)\s+\[([\w.]+)\]")
+
+
+def _progress_line(line: str) -> str | None:
+    """A compact ``time level message`` for Conveyor's own log records and errors."""
+    match = _LOG_RE.match(line)
+    if match is None:
+        return None
+    clock, level, message, logger = match.groups()
+    ours = logger.startswith(("conveyor", "airflow.task.operators.conveyor_airflow"))
+    if ours or level in ("error", "critical") or message.startswith("Marking run"):
+        return f"{clock} {level:<7} {message}"
+    return None
+
+
 def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
     from conveyor.airflow_env import airflow_env
 
@@ -150,10 +166,10 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
     for line in proc.stdout.splitlines():
         if line.startswith("CONVEYOR_RESULT "):
             result = json.loads(line.removeprefix("CONVEYOR_RESULT "))
-        elif args.verbose or any(
-            k in line for k in ("conveyor", "ERROR", "Gate", "  - ", "Task", "Marking")
-        ):
-            console.print(line, markup=False, highlight=False)
+        elif args.verbose:
+            print(line)
+        elif (shown := _progress_line(line)) is not None:
+            console.print(shown, markup=False, highlight=False)
     if result is None:
         err_console.print(proc.stdout[-4000:], markup=False)
         err_console.print("[red]The training run did not start; see the output above.[/]")

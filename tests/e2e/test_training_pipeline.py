@@ -1,0 +1,183 @@
+"""End to end through Airflow's ``dag.test()`` with a real DVC registry, GX, sklearn and MLflow.
+
+The tests in this module share one data registry and one MLflow store and run in order:
+the first good run creates production v1; later runs compare against it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conveyor import tracking
+from conveyor.artifacts import RunArtifacts
+from conveyor.data_registry import publish_file
+from conveyor.demo import DATASETS, dataset_frame
+from conveyor.registry import COMPLETE_TAG, PRODUCTION, version_by_alias
+
+pytestmark = pytest.mark.e2e
+
+LINEAGE = {
+    "conveyor.data_repo",
+    "conveyor.data_path",
+    "conveyor.data_rev",
+    "conveyor.data_git_sha",
+    "conveyor.data_md5",
+    "conveyor.validation",
+    "conveyor.project_git_rev",
+    "conveyor.config_hash",
+    "conveyor.params",
+    "conveyor.metrics",
+    "conveyor.gate",
+    "conveyor.dag_id",
+    "conveyor.run_id",
+    "conveyor.mlflow_run_id",
+    "conveyor.cache_key",
+    COMPLETE_TAG,
+}
+
+
+@pytest.fixture(scope="module")
+def env(airflow_db, demo_registry, settings):
+    return settings, tracking.configure(settings)
+
+
+def run_pipeline(name: str, **conf):
+    from conveyor_airflow.factory import build_pipeline_dag
+
+    dag = build_pipeline_dag(name)
+    dag_run = dag.test(run_conf=conf)
+    states = {
+        ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()
+    }
+    return dag_run, states
+
+
+def versions(client, name: str) -> list:
+    return client.search_model_versions(f"name = '{name}'")
+
+
+def publish_corrupt(
+    settings, tmp_path: Path, frame: pd.DataFrame, label: str, *, raw: str | None = None
+) -> str:
+    """Commit a corrupted breast-cancer file, then restore the good one; return the bad sha."""
+    registry = Path(settings.data_registry)
+    bad = tmp_path / f"{label}.csv"
+    if raw is not None:
+        bad.write_text(raw)
+    else:
+        frame.to_csv(bad, index=False)
+    sha = publish_file(registry, DATASETS["breast_cancer"], bad, message=f"Corrupt data: {label}")
+    good = tmp_path / "good.csv"
+    dataset_frame("breast_cancer").to_csv(good, index=False)
+    publish_file(registry, DATASETS["breast_cancer"], good, message="Restore good data")
+    return sha
+
+
+def test_good_run_registers_version_with_full_lineage(env):
+    settings, client = env
+    dag_run, states = run_pipeline("breast_cancer")
+    assert set(states.values()) == {"success"}, states
+    [mv] = versions(client, "breast_cancer")
+    assert set(mv.tags) >= LINEAGE, LINEAGE - set(mv.tags)
+    assert mv.tags["conveyor.run_id"] == dag_run.run_id
+    assert mv.tags["conveyor.data_rev_source"] == "branch"
+    assert json.loads(mv.tags["conveyor.metrics"])["roc_auc"] > 0.95
+    gate = json.loads(mv.tags["conveyor.gate"])
+    assert gate["passed"] is True
+    assert any("no production model yet" in r for r in gate["reasons"])
+    assert str(version_by_alias(client, "breast_cancer", PRODUCTION).version) == str(mv.version)
+    # the resolved config travels with the version's run, so it can be retrained later
+    config_text = client.download_artifacts(mv.run_id, "conveyor/pipeline.yaml")
+    assert "HistGradientBoostingClassifier" in Path(config_text).read_text()
+    # Data Docs and plots were written to the run's artifact location
+    art = RunArtifacts(settings.artifact_root, dag_run.dag_id, dag_run.run_id)
+    assert any(f.endswith("index.html") for f in art.manifest("validation")["files"])
+    assert {"confusion_matrix.png", "roc_curve.png"} <= set(art.manifest("evaluation")["files"])
+
+
+def _nan_target(f):
+    f = f.copy()
+    f.loc[f.index[:3], "target"] = float("nan")
+    return f
+
+
+def _missing_column(f):
+    return f.drop(columns=["mean radius"])
+
+
+def _string_in_numeric(f):
+    f = f.astype({"mean texture": object})
+    f.loc[f.index[5], "mean texture"] = "n/a"
+    return f
+
+
+CORRUPTIONS = {
+    "nan_in_target": (_nan_target, None, "target"),
+    "missing_column": (_missing_column, None, "mean radius"),
+    "string_in_numeric": (_string_in_numeric, None, "mean texture"),
+    "empty_file": (None, "", "expect_table_row_count_to_be_between"),
+}
+
+
+@pytest.mark.parametrize("label", list(CORRUPTIONS))
+def test_corrupted_data_stops_at_validation(env, tmp_path, label, capfd):
+    settings, client = env
+    corrupt, raw, named = CORRUPTIONS[label]
+    frame = corrupt(dataset_frame("breast_cancer")) if corrupt else None
+    sha = publish_corrupt(settings, tmp_path, frame, label, raw=raw)
+    before = len(versions(client, "breast_cancer"))
+    production_before = version_by_alias(client, "breast_cancer", PRODUCTION).version
+
+    dag_run, states = run_pipeline("breast_cancer", data_rev=sha)
+
+    assert states["pull_data"] == "success"
+    assert states["validate_data"] == "failed"
+    assert states["register_model"] in ("upstream_failed", "None", "none")
+    assert len(versions(client, "breast_cancer")) == before
+    assert version_by_alias(client, "breast_cancer", PRODUCTION).version == production_before
+    summary_url = RunArtifacts(settings.artifact_root, dag_run.dag_id, dag_run.run_id).manifest(
+        "validation"
+    )
+    summary = json.loads(Path(summary_url["prefix"], "summary.json").read_text())
+    assert summary["success"] is False
+    assert any(named in json.dumps(failure) for failure in summary["failures"]), summary["failures"]
+    log = capfd.readouterr()
+    assert "Data validation failed" in log.out + log.err
+
+
+def test_weak_model_is_stopped_by_gate(env):
+    _, client = env
+    dag_run, states = run_pipeline("weak_breast_cancer")
+    assert states["evaluate_model"] == "success"
+    assert states["gate"] == "skipped"
+    assert states["register_model"] == "skipped"
+    assert versions(client, "weak_breast_cancer") == []
+    decision = dag_run.get_task_instance("gate").xcom_pull(task_ids="gate", key="gate_decision")
+    assert decision["passed"] is False
+    assert any("FAILED" in r for r in decision["reasons"])
+
+
+def test_second_run_compares_against_production(env):
+    _, client = env
+    first = version_by_alias(client, "breast_cancer", PRODUCTION)
+    dag_run, states = run_pipeline("breast_cancer", force=True)
+    assert set(states.values()) == {"success"}, states
+    new = next(
+        v for v in versions(client, "breast_cancer") if v.tags["conveyor.run_id"] == dag_run.run_id
+    )
+    reasons = json.loads(new.tags["conveyor.gate"])["reasons"]
+    assert any(f"vs production v{first.version}" in r for r in reasons), reasons
+    assert int(version_by_alias(client, "breast_cancer", PRODUCTION).version) == int(new.version)
+
+
+def test_regression_pipeline_runs_end_to_end(env):
+    _, client = env
+    _dag_run, states = run_pipeline("diabetes")
+    assert set(states.values()) == {"success"}, states
+    [mv] = versions(client, "diabetes")
+    assert set(json.loads(mv.tags["conveyor.metrics"])) == {"rmse", "mae", "r2"}
+    assert mv.tags["conveyor.data_path"] == "data/diabetes.csv"
