@@ -16,7 +16,7 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Asset, AssetWatcher, Param
 
 from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
 from conveyor.settings import Settings
@@ -26,11 +26,56 @@ from conveyor_airflow.operators import (
     EvaluateModelOperator,
     ModelGateOperator,
     RegisterModelOperator,
+    ResolveInputsOperator,
     TrainModelOperator,
 )
+from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
 
 #: Pool that bounds concurrent training on a small machine (created by `conveyor airflow-init`).
 TRAINING_POOL = os.environ.get("CONVEYOR_TRAINING_POOL", "conveyor_training")
+
+
+#: Seconds between polls of the data registry by the asset watcher.
+WATCH_POLL_SECONDS = float(os.environ.get("CONVEYOR_WATCH_POLL_SECONDS", "10"))
+#: Set to "false" to drop the asset watcher (e.g. when using dags/conveyor_watch.py).
+DATA_WATCHER = os.environ.get("CONVEYOR_DATA_WATCHER", "true").lower() not in ("false", "0", "no")
+
+
+def data_asset_name(name: str) -> str:
+    """Name of the Asset that stands for pipeline ``name``'s training data."""
+    return f"conveyor_data_{name}"
+
+
+def data_asset(config: PipelineConfig, settings: Settings, *, watch: bool = DATA_WATCHER) -> Asset:
+    """The pipeline's data Asset, watched by :class:`DvcUpdateTrigger` unless disabled.
+
+    Trigger arguments are plain literals from the config and environment: a value computed
+    at parse time (such as the file's current md5) would change the trigger's identity on
+    every re-parse.
+    """
+    watchers = []
+    if watch:
+        trigger = DvcUpdateTrigger(
+            repo=config.data.repo or settings.data_registry,
+            path=config.data.path,
+            rev=config.data.rev,
+            model_name=config.model_name,
+            tracking_uri=settings.mlflow_tracking_uri,
+            poll_interval=WATCH_POLL_SECONDS,
+        )
+        watchers.append(AssetWatcher(name=f"dvc_watch_{config.name}", trigger=trigger))
+    return Asset(name=data_asset_name(config.name), watchers=watchers)
+
+
+def pipeline_schedule(config: PipelineConfig, asset: Asset):
+    """New data always starts a run; a configured cron/preset schedule does too."""
+    if not config.schedule:
+        return [asset]
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=[asset]
+    )
 
 
 def training_dag_id(name: str) -> str:
@@ -79,8 +124,13 @@ def _doc(config: PipelineConfig, source: Path) -> str:
 
 
 def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DAG:
-    """The training DAG of pipeline ``name``: pull → validate → train → evaluate → gate → register."""
-    directory = Path(pipelines_dir) if pipelines_dir else Settings.from_env().pipelines_dir
+    """The training DAG of pipeline ``name``.
+
+    resolve inputs (pin data rev, skip unchanged) → pull → validate → train → evaluate →
+    gate → register. Scheduled by new data (asset watcher) and optionally by a cron.
+    """
+    settings = Settings.from_env()
+    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     source = pipeline_path(name, directory)
     config = load_pipeline_config(source)
     default_args = {
@@ -93,7 +143,7 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
     with DAG(
         dag_id=training_dag_id(config.name),
         description=config.description or f"Train {config.name}",
-        schedule=config.schedule,
+        schedule=pipeline_schedule(config, data_asset(config, settings)),
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
@@ -103,7 +153,14 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
         doc_md=_doc(config, source),
     ) as dag:
         common = {"pipeline": config.name}
-        pull = DvcPullOperator(task_id="pull_data", data_rev="{{ params.data_rev }}", **common)
+        inputs = ResolveInputsOperator(
+            task_id="resolve_inputs",
+            data_rev="{{ params.data_rev }}",
+            force="{{ params.force }}",
+            execution_timeout=timedelta(minutes=5),
+            **common,
+        )
+        pull = DvcPullOperator(task_id="pull_data", inputs=inputs.output, **common)
         validate = DataValidationOperator(
             task_id="validate_data", data=pull.output, retries=0, **common
         )
@@ -135,4 +192,49 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
             gate=gate.output,
             **common,
         )
+    return dag
+
+
+def watch_dag_id(name: str) -> str:
+    """DAG id of pipeline ``name``'s optional sensor-based data watcher."""
+    return f"conveyor_watch_{name}"
+
+
+def build_watch_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DAG:
+    """A continuous, deferrable sensor DAG that updates the pipeline's data Asset.
+
+    The alternative to the asset watcher for teams that prefer a sensor they can see in
+    the grid view. It emits the same payload shape (repo, path, rev, md5) in the asset
+    event's extra, so the training run pins the same revision either way. Paused at
+    creation: unpause it *and* set ``CONVEYOR_DATA_WATCHER=false`` to switch over.
+    """
+    from airflow.sdk import get_current_context, task
+
+    from conveyor_airflow.sensors.dvc_update import DvcUpdateSensor
+
+    settings = Settings.from_env()
+    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
+    config = load_pipeline_config(pipeline_path(name, directory))
+    asset = Asset(name=data_asset_name(config.name))
+    with DAG(
+        dag_id=watch_dag_id(config.name),
+        description=f"Watch {config.data.path} for new versions (sensor alternative to the asset watcher)",
+        schedule="@continuous",
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=True,
+        tags=["conveyor", "watch"],
+        default_args={"owner": "conveyor", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    ) as dag:
+        wait = DvcUpdateSensor(
+            task_id="wait_for_new_data", pipeline=config.name, poll_interval=WATCH_POLL_SECONDS
+        )
+
+        @task(task_id="announce_new_data", outlets=[asset], execution_timeout=timedelta(minutes=2))
+        def announce(payload: dict) -> None:
+            """Record the asset event with the new revision as its payload."""
+            get_current_context()["outlet_events"][asset].extra = {"payload": payload}
+
+        announce(wait.output)
     return dag

@@ -39,6 +39,7 @@ def test_every_shipped_pipeline_has_its_dag_file():
 def test_training_dag_shape():
     dag = dagbag(DAGS).dags["train_breast_cancer"]
     assert [t.task_id for t in dag.topological_sort()] == [
+        "resolve_inputs",
         "pull_data",
         "validate_data",
         "train_model",
@@ -51,6 +52,28 @@ def test_training_dag_shape():
     for task in dag.tasks:
         assert task.execution_timeout is not None, task.task_id
     assert dag.get_task("train_model").pool == "conveyor_training"
+    # scheduled by new data: the data asset carries the DVC watcher
+    [asset] = dag.timetable.asset_condition.objects
+    assert asset.name == "conveyor_data_breast_cancer"
+    [watcher] = asset.watchers
+    assert type(watcher.trigger).__name__ == "DvcUpdateTrigger"
+
+
+def test_cron_schedule_combines_with_data_events(tmp_path, monkeypatch):
+    from conveyor_airflow.factory import build_pipeline_dag
+
+    raw = yaml.safe_load((REPO / "include" / "pipelines" / "breast_cancer.yaml").read_text())
+    (tmp_path / "breast_cancer.yaml").write_text(yaml.safe_dump({**raw, "schedule": "@daily"}))
+    dag = build_pipeline_dag("breast_cancer", pipelines_dir=tmp_path)
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+
+
+def test_sensor_watch_dag_is_paused_and_updates_the_same_asset():
+    bag = dagbag(DAGS)
+    watch = bag.dags["conveyor_watch_breast_cancer"]
+    assert watch.is_paused_upon_creation is True
+    announce = watch.get_task("announce_new_data")
+    assert [o.name for o in announce.outlets] == ["conveyor_data_breast_cancer"]
 
 
 def test_broken_yaml_breaks_only_its_own_dag(tmp_path, monkeypatch):

@@ -99,6 +99,17 @@ def test_good_run_registers_version_with_full_lineage(env):
     assert {"confusion_matrix.png", "roc_curve.png"} <= set(art.manifest("evaluation")["files"])
 
 
+def test_unchanged_inputs_skip_the_run(env, capfd):
+    _, client = env
+    before = len(versions(client, "breast_cancer"))
+    _, states = run_pipeline("breast_cancer")
+    assert states["resolve_inputs"] == "skipped"
+    assert set(states.values()) == {"skipped"}, states
+    assert len(versions(client, "breast_cancer")) == before
+    out = capfd.readouterr()
+    assert "inputs unchanged since production v1" in out.out + out.err
+
+
 def _nan_target(f):
     f = f.copy()
     f.loc[f.index[:3], "target"] = float("nan")

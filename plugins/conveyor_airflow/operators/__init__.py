@@ -2,7 +2,7 @@
 
 from conveyor_airflow.operators.evaluate import EvaluateModelOperator
 from conveyor_airflow.operators.gate import ModelGateOperator
-from conveyor_airflow.operators.pull import DvcPullOperator
+from conveyor_airflow.operators.pull import DvcPullOperator, ResolveInputsOperator
 from conveyor_airflow.operators.register import RegisterModelOperator
 from conveyor_airflow.operators.train import TrainModelOperator
 from conveyor_airflow.operators.validate import DataValidationOperator
@@ -13,5 +13,6 @@ __all__ = [
     "EvaluateModelOperator",
     "ModelGateOperator",
     "RegisterModelOperator",
+    "ResolveInputsOperator",
     "TrainModelOperator",
 ]

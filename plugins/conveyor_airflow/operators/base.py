@@ -33,6 +33,13 @@ _THREAD_VARS = (
 )
 
 
+def as_bool(value: Any) -> bool:
+    """A templated boolean Param arrives as a string ("True"/"False"); read it as a bool."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
+
+
 class ConveyorOperator(BaseOperator):
     """Base class: one pipeline step of the pipeline named ``pipeline``.
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from conveyor_airflow.operators.base import ConveyorOperator
+from conveyor_airflow.operators.base import ConveyorOperator, as_bool
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -48,7 +48,7 @@ class ModelGateOperator(ConveyorOperator):
         from conveyor.gate import decide
 
         production = self.evaluation.get("production") or {}
-        override = self.override in (True, "True", "true", "1")
+        override = as_bool(self.override)
         decision = decide(
             self.evaluation["candidate"],
             self.config,

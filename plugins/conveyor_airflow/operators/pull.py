@@ -1,4 +1,4 @@
-"""DvcPullOperator: fetch the tracked file at the run's pinned data revision."""
+"""ResolveInputsOperator and DvcPullOperator: pin the data revision, then fetch the file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor_airflow.operators.base import ConveyorOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from conveyor_airflow.operators.base import ConveyorOperator, as_bool
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -24,57 +26,124 @@ def event_payload(context: Context) -> dict[str, Any] | None:
         for event in asset_events:
             extra = getattr(event, "extra", None) or {}
             payload = extra.get("payload", extra)
-            if not isinstance(payload, dict) or "rev" not in payload:
+            if not isinstance(payload, dict) or not ("rev" in payload or "status" in payload):
                 continue
             stamp = getattr(event, "timestamp", None)
-            if newest is None or (
-                stamp is not None and newest[0] is not None and stamp > newest[0]
-            ):
+            if newest is None or (stamp is not None and (newest[0] is None or stamp > newest[0])):
                 newest = (stamp, payload)
     return newest[1] if newest else None
 
 
-class DvcPullOperator(ConveyorOperator):
-    """Resolve the data revision once and pull the tracked file into the run's artifacts.
-
-    Precedence: the ``data_rev`` argument (the UI/REST Param), else the newest triggering
-    asset event's payload, else the tracked branch's head. Every later task uses the
-    pinned git sha from this task's XCom.
-
-    :param data_rev: Branch, tag or commit to train on; empty = follow events/branch. (templated)
-    """
-
-    template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "data_rev")
-    ui_color = "#945dd6"
-
-    def __init__(self, *, data_rev: str = "", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.data_rev = data_rev
+class _RevisionMixin:
+    """Which data revision a run trains on (DESIGN: Which data revision a run trains on)."""
 
     def resolve_revision(self, context: Context) -> tuple[str, str, str]:
-        """(repo, rev, source) for this run; source is 'param', 'asset_event' or 'branch'."""
+        """(repo, rev, source); source is 'param', 'asset_event' or 'branch'."""
         repo = self.config.data.repo or self.settings.data_registry
         if self.data_rev and str(self.data_rev).strip():
             return repo, str(self.data_rev).strip(), "param"
         payload = event_payload(context)
         if payload is not None:
+            if payload.get("status") == "error":
+                raise AirflowFailException(
+                    f"The data watcher reported an error: {payload.get('message')}"
+                )
             return payload.get("repo") or repo, str(payload["rev"]), "asset_event"
         return repo, self.config.data.rev, "branch"
+
+
+class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
+    """First task of a training run: pin the data revision and skip unchanged inputs.
+
+    Resolves the revision once (UI Param, else the newest triggering data event, else the
+    tracked branch's head) to a git sha, reads the file's md5 from its ``.dvc`` file with
+    git, and compares data md5 + config hash + code rev with production's lineage. Equal
+    → this task and the rest of the run are skipped, with the reason in the log. Cheap by
+    design: no pandas, DVC or MLflow import.
+
+    :param data_rev: Branch, tag or commit to train on; empty = follow events/branch. (templated)
+    :param force: Retrain even when the inputs equal production's. (templated)
+    """
+
+    template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "data_rev", "force")
+    ui_color = "#d9c8f5"
+
+    def __init__(self, *, data_rev: str = "", force: Any = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data_rev = data_rev
+        self.force = force
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from conveyor.caching import check_inputs
+
+        repo, rev, source = self.resolve_revision(context)
+        result = check_inputs(
+            self.config,
+            repo=repo,
+            rev=rev,
+            rev_source=source,
+            tracking_uri=self.settings.mlflow_tracking_uri,
+            force=as_bool(self.force),
+        )
+        self.log.info(
+            "Data %s at %r (from %s) = commit %s, md5 %s",
+            result.path,
+            rev,
+            source,
+            result.git_sha,
+            result.md5,
+        )
+        self.log.info("Cache key %s: %s", result.cache_key, result.reason)
+        if result.skip:
+            raise AirflowSkipException(f"Skipping the run: {result.reason}")
+        return result.to_dict()
+
+
+class DvcPullOperator(_RevisionMixin, ConveyorOperator):
+    """Pull the tracked file at the pinned revision into the run's artifact location.
+
+    :param inputs: XCom of :class:`ResolveInputsOperator` (``repo``, ``git_sha``,
+        ``rev_source``); when given, the revision is not resolved again. (templated)
+    :param data_rev: Used only without ``inputs``: branch, tag or commit. (templated)
+    """
+
+    template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "inputs", "data_rev")
+    ui_color = "#945dd6"
+
+    def __init__(self, *, inputs: Any = None, data_rev: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inputs = inputs
+        self.data_rev = data_rev
 
     def run(self, context: Context) -> dict[str, Any]:
         from conveyor.data import fetch
 
-        repo, rev, source = self.resolve_revision(context)
+        if self.inputs:
+            repo, rev, source = (
+                self.inputs["repo"],
+                self.inputs["git_sha"],
+                self.inputs["rev_source"],
+            )
+        else:
+            repo, rev, source = self.resolve_revision(context)
         self.log.info(
-            "Data revision %r (from %s) of %s in %s", rev, source, self.config.data.path, repo
+            "Pulling %s at %s (from %s) from %s", self.config.data.path, rev, source, repo
         )
-        artifacts = self.run_artifacts(context)
         with tempfile.TemporaryDirectory(prefix="conveyor-pull-") as tmp:
             snapshot = fetch(repo, self.config.data.path, rev, tmp)
-            with artifacts.step("data", attempt=context["ti"].try_number or 1) as out:
+            with self.run_artifacts(context).step(
+                "data", attempt=context["ti"].try_number or 1
+            ) as out:
                 data_uri = out.put_file(snapshot.local_path, snapshot.local_path.rsplit("/", 1)[-1])
+        if self.inputs and snapshot.md5 != self.inputs["md5"]:
+            raise AirflowFailException(
+                f"Pulled md5 {snapshot.md5} differs from the pinned md5 {self.inputs['md5']} of commit "
+                f"{rev}: the registry's remote holds different content than its .dvc file says"
+            )
         result = {**snapshot.to_dict(), "rev_source": source, "data_uri": data_uri}
         result.pop("local_path", None)
+        if self.inputs:
+            result["cache_key"] = self.inputs["cache_key"]
         self.log.info(
             "Pinned data: git sha %s, md5 %s -> %s", snapshot.git_sha, snapshot.md5, data_uri
         )

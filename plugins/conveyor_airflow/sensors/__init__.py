@@ -1,0 +1,5 @@
+"""Conveyor sensors."""
+
+from conveyor_airflow.sensors.dvc_update import DvcUpdateSensor
+
+__all__ = ["DvcUpdateSensor"]

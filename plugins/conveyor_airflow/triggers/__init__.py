@@ -1,0 +1,5 @@
+"""Conveyor triggers (run in Airflow's triggerer)."""
+
+from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
+
+__all__ = ["DvcUpdateTrigger"]

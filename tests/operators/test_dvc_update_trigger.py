@@ -1,0 +1,116 @@
+"""DvcUpdateTrigger and DvcUpdateSensor against a real DVC registry (git + local remote)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from conveyor.data import read_tracked_md5
+from conveyor.data_registry import init_registry, publish_file
+from conveyor_airflow.triggers.dvc_update import LAST_MD5_KEY, DvcUpdateTrigger
+
+
+class MemoryStateStore:
+    """Stands in for the triggerer's asset state store (a DB table) across restarts."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    async def aget(self, key, default=None):
+        return self.values.get(key, default)
+
+    async def aset(self, key, value):
+        self.values[key] = value
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    repo = init_registry(tmp_path / "registry", str(tmp_path / "remote"))
+    publish(repo, tmp_path, "a,b\n1,2\n")
+    return repo
+
+
+def publish(repo: Path, tmp_path: Path, content: str) -> str:
+    source = tmp_path / "source.csv"
+    source.write_text(content)
+    return publish_file(repo, "data/x.csv", source, message="data")
+
+
+def make_trigger(repo: Path, store: MemoryStateStore | None, **kwargs) -> DvcUpdateTrigger:
+    trigger = DvcUpdateTrigger(repo=str(repo), path="data/x.csv", rev="main", poll_interval=0.05, **kwargs)
+    trigger.asset_state_store = store
+    return trigger
+
+
+async def next_event(trigger: DvcUpdateTrigger, timeout: float = 5.0):
+    """The trigger's next event, or None if it stays quiet for ``timeout`` seconds."""
+    agen = trigger.run()
+    try:
+        return await asyncio.wait_for(agen.__anext__(), timeout)
+    except TimeoutError:
+        return None
+    finally:
+        await agen.aclose()
+
+
+def test_serialize_round_trip():
+    trigger = DvcUpdateTrigger(repo="/r", path="d/x.csv", rev="dev", model_name="m", tracking_uri="sqlite:///x.db",
+                               poll_interval=7.5, baseline_md5="abc")
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "conveyor_airflow.triggers.dvc_update.DvcUpdateTrigger"
+    assert kwargs == {"repo": "/r", "path": "d/x.csv", "rev": "dev", "model_name": "m",
+                      "tracking_uri": "sqlite:///x.db", "poll_interval": 7.5, "baseline_md5": "abc"}
+    assert DvcUpdateTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+async def test_fires_once_for_current_data_without_production(registry):
+    store = MemoryStateStore()
+    event = await next_event(make_trigger(registry, store))
+    md5 = read_tracked_md5(str(registry), "data/x.csv", "main")
+    assert event.payload["status"] == "changed"
+    assert event.payload["md5"] == md5
+    assert len(event.payload["rev"]) == 40
+    assert store.values[LAST_MD5_KEY] == md5
+    # unchanged data: a new trigger (same store) stays quiet
+    assert await next_event(make_trigger(registry, store), timeout=0.5) is None
+
+
+async def test_fires_on_change_and_not_again(registry, tmp_path):
+    store = MemoryStateStore()
+    await next_event(make_trigger(registry, store))
+    sha = publish(registry, tmp_path, "a,b\n1,2\n3,4\n")
+    event = await next_event(make_trigger(registry, store))
+    assert event.payload["rev"] == sha
+    assert await next_event(make_trigger(registry, store), timeout=0.5) is None
+
+
+async def test_change_while_stopped_is_noticed_after_restart(registry, tmp_path):
+    store = MemoryStateStore()
+    await next_event(make_trigger(registry, store))  # "triggerer" stops after this
+    sha = publish(registry, tmp_path, "a,b\n9,9\n")  # data changes while it is down
+    event = await next_event(make_trigger(registry, store))  # restarted: same persisted store
+    assert event is not None and event.payload["rev"] == sha
+
+
+async def test_baseline_md5_suppresses_first_fire(registry):
+    md5 = read_tracked_md5(str(registry), "data/x.csv", "main")
+    assert await next_event(make_trigger(registry, None, baseline_md5=md5), timeout=0.5) is None
+
+
+async def test_missing_repo_reports_one_error_event_and_backs_off(tmp_path):
+    store = MemoryStateStore()
+    trigger = make_trigger(tmp_path / "nope", store)
+    event = await next_event(trigger)
+    assert event.payload["status"] == "error"
+    assert str(tmp_path / "nope") in event.payload["message"]
+    # same error again: no second event, no spinning
+    assert await next_event(make_trigger(tmp_path / "nope", store), timeout=0.5) is None
+
+
+async def test_untracked_file_reports_error(registry):
+    trigger = DvcUpdateTrigger(repo=str(registry), path="data/missing.csv", poll_interval=0.05)
+    event = await next_event(trigger)
+    assert event.payload["status"] == "error"
+    assert "data/missing.csv" in event.payload["message"]
