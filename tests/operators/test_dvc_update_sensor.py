@@ -36,4 +36,6 @@ def test_unchanged_data_defers_to_the_trigger(sensor, settings, monkeypatch):
 
 def test_error_event_fails_the_task_with_the_message(sensor):
     with pytest.raises(AirflowFailException, match="registry is gone"):
-        sensor.execute_complete(context={}, event={"status": "error", "message": "registry is gone"})
+        sensor.execute_complete(
+            context={}, event={"status": "error", "message": "registry is gone"}
+        )

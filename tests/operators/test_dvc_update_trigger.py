@@ -39,7 +39,9 @@ def publish(repo: Path, tmp_path: Path, content: str) -> str:
 
 
 def make_trigger(repo: Path, store: MemoryStateStore | None, **kwargs) -> DvcUpdateTrigger:
-    trigger = DvcUpdateTrigger(repo=str(repo), path="data/x.csv", rev="main", poll_interval=0.05, **kwargs)
+    trigger = DvcUpdateTrigger(
+        repo=str(repo), path="data/x.csv", rev="main", poll_interval=0.05, **kwargs
+    )
     trigger.asset_state_store = store
     return trigger
 
@@ -56,12 +58,26 @@ async def next_event(trigger: DvcUpdateTrigger, timeout: float = 5.0):
 
 
 def test_serialize_round_trip():
-    trigger = DvcUpdateTrigger(repo="/r", path="d/x.csv", rev="dev", model_name="m", tracking_uri="sqlite:///x.db",
-                               poll_interval=7.5, baseline_md5="abc")
+    trigger = DvcUpdateTrigger(
+        repo="/r",
+        path="d/x.csv",
+        rev="dev",
+        model_name="m",
+        tracking_uri="sqlite:///x.db",
+        poll_interval=7.5,
+        baseline_md5="abc",
+    )
     classpath, kwargs = trigger.serialize()
     assert classpath == "conveyor_airflow.triggers.dvc_update.DvcUpdateTrigger"
-    assert kwargs == {"repo": "/r", "path": "d/x.csv", "rev": "dev", "model_name": "m",
-                      "tracking_uri": "sqlite:///x.db", "poll_interval": 7.5, "baseline_md5": "abc"}
+    assert kwargs == {
+        "repo": "/r",
+        "path": "d/x.csv",
+        "rev": "dev",
+        "model_name": "m",
+        "tracking_uri": "sqlite:///x.db",
+        "poll_interval": 7.5,
+        "baseline_md5": "abc",
+    }
     assert DvcUpdateTrigger(**kwargs).serialize() == (classpath, kwargs)
 
 
