@@ -9,11 +9,12 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export DO_NOT_TRACK = 1
 PYTEST_ARGS ?=
 
-.PHONY: help uv install demo demo-init demo-run test lint format bench clean
+.PHONY: help uv install demo demo-init demo-run new-data test lint format bench clean
 
 help:
 	@echo "make demo   install, create the demo registry/stores, run the breast_cancer training DAG"
 	@echo "make test   install and run ruff + the whole test suite"
+	@echo "make new-data [DRIFT=1]  push a new demo data version (a running Airflow retrains)"
 	@echo "make bench  run the benchmarks in bench/"
 	@echo "make clean  remove all runtime state (.conveyor/)"
 
@@ -30,6 +31,9 @@ demo-init:
 
 demo-run:
 	$(UV) run --frozen conveyor demo run --pipeline breast_cancer
+
+new-data:
+	$(UV) run --frozen conveyor demo new-data $(if $(DRIFT),--drift,)
 
 lint: install
 	$(UV) run --frozen ruff check .

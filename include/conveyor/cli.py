@@ -87,6 +87,19 @@ def cmd_demo_init(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_demo_new_data(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.demo import new_data_version
+
+    with console.status("Committing and pushing a new data version..."):
+        sha, md5 = new_data_version(settings, args.pipeline, drift=args.drift)
+    console.print(f"[green]New {args.pipeline} data[/] at commit {sha[:10]} (md5 {md5})")
+    console.print(
+        "A running Airflow notices it within the poll interval (CONVEYOR_WATCH_POLL_SECONDS) "
+        f"and starts train_{args.pipeline}; or run it now: conveyor demo run --pipeline {args.pipeline}"
+    )
+    return 0
+
+
 def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -> dict:
     """What a training run produced, read back from MLflow."""
     from conveyor import tracking
@@ -264,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-rev", default="")
     run.add_argument("--force", action="store_true")
     run.set_defaults(func=cmd_demo_run)
+
+    new_data = demo.add_parser("new-data", help="commit and push a new version of a demo dataset")
+    new_data.add_argument(
+        "--pipeline", default="breast_cancer", choices=["breast_cancer", "diabetes"]
+    )
+    new_data.add_argument("--drift", action="store_true", help="shift feature distributions")
+    new_data.set_defaults(func=cmd_demo_new_data)
 
     new = sub.add_parser("new-pipeline", help="scaffold a pipeline YAML and its DAG file")
     new.add_argument("name")

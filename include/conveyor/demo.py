@@ -60,3 +60,44 @@ def init_demo(settings: Settings) -> dict[str, str]:
         tracking.ensure_experiment(client, name, settings)
     (settings.home / "airflow").mkdir(parents=True, exist_ok=True)
     return shas
+
+
+def new_data_version(
+    settings: Settings, name: str = "breast_cancer", *, drift: bool = False, seed: int | None = None
+) -> tuple[str, str]:
+    """Commit and push a new version of a demo dataset; returns (commit sha, md5).
+
+    The new version is the original rows plus a bootstrap sample with small measurement
+    noise (a plausible "more data arrived"); with ``drift`` the first five features are
+    shifted by +60 % so drift monitoring has something to find. Ranges stay within the
+    pipeline's expectations, so the data still validates.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from conveyor.data import read_tracked_md5
+    from conveyor.data_registry import publish_file
+
+    rng = np.random.default_rng(seed)
+    frame = dataset_frame(name)
+    extra = frame.sample(
+        n=max(20, len(frame) // 5), replace=True, random_state=int(rng.integers(1 << 31))
+    )
+    features = [c for c in frame.columns if c != "target"]
+    noise = rng.normal(1.0, 0.02, size=(len(extra), len(features)))
+    extra[features] = (extra[features] * noise).clip(lower=0)
+    new = pd.concat([frame, extra], ignore_index=True)
+    if drift:
+        shifted = features[:5]
+        new[shifted] = new[shifted] * 1.6
+    with tempfile.TemporaryDirectory(prefix="conveyor-new-data-") as tmp:
+        csv = Path(tmp) / f"{name}.csv"
+        new.to_csv(csv, index=False)
+        label = "drifted " if drift else ""
+        sha = publish_file(
+            settings.data_registry,
+            DATASETS[name],
+            csv,
+            message=f"New {label}{name} data: {len(new)} rows",
+        )
+    return sha, read_tracked_md5(settings.data_registry, DATASETS[name], sha)
