@@ -192,3 +192,13 @@ def test_regression_pipeline_runs_end_to_end(env):
     [mv] = versions(client, "diabetes")
     assert set(json.loads(mv.tags["conveyor.metrics"])) == {"rmse", "mae", "r2"}
     assert mv.tags["conveyor.data_path"] == "data/diabetes.csv"
+
+
+def test_unknown_estimator_fails_in_the_first_task(env, capfd):
+    _, client = env
+    _, states = run_pipeline("typo_estimator")
+    assert states["resolve_inputs"] == "failed"
+    assert states["pull_data"] == "upstream_failed"
+    out = capfd.readouterr()
+    assert "has no estimator class 'Ridgee'" in out.out + out.err
+    assert versions(client, "typo_estimator") == []

@@ -96,6 +96,11 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
         self.log.info("Cache key %s: %s", result.cache_key, result.reason)
         if result.skip:
             raise AirflowSkipException(f"Skipping the run: {result.reason}")
+        # About to train: fail now, not after pulling and validating, if the estimator
+        # path in the YAML is wrong (checking it at parse time would import sklearn).
+        from conveyor.training import load_estimator_class
+
+        load_estimator_class(self.config.model.estimator)
         return result.to_dict()
 
 
