@@ -9,10 +9,11 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export DO_NOT_TRACK = 1
 PYTEST_ARGS ?=
 
-.PHONY: help uv install demo demo-init demo-run new-data test lint format bench clean
+.PHONY: help uv install demo demo-init demo-up demo-run stop status new-data test lint format bench clean
 
 help:
-	@echo "make demo   install, create the demo registry/stores, run the breast_cancer training DAG"
+	@echo "make demo   install, create the demo, start Airflow + MLflow UI, train breast_cancer, serve it"
+	@echo "make stop   stop everything make demo started"
 	@echo "make test   install and run ruff + the whole test suite"
 	@echo "make new-data [DRIFT=1]  push a new demo data version (a running Airflow retrains)"
 	@echo "make bench  run the benchmarks in bench/"
@@ -22,15 +23,25 @@ uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 
 install: uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
-demo: install demo-init demo-run
+demo: install demo-init demo-up
 
 demo-init:
 	$(UV) run --frozen conveyor demo init
 
+demo-up:
+	$(UV) run --frozen conveyor demo up --pipeline breast_cancer
+
+# The same training without any server: Airflow's dag.test() in one process.
 demo-run:
 	$(UV) run --frozen conveyor demo run --pipeline breast_cancer
+
+stop:
+	@if [ -x .venv/bin/conveyor ]; then .venv/bin/conveyor down; else echo "nothing to stop"; fi
+
+status:
+	$(UV) run --frozen conveyor status
 
 new-data:
 	$(UV) run --frozen conveyor demo new-data $(if $(DRIFT),--drift,)

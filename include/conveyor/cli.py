@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -261,6 +262,189 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+MLFLOW_UI_PORT = int(os.environ.get("CONVEYOR_MLFLOW_PORT", "5000"))
+SERVICE_PORT = int(os.environ.get("CONVEYOR_SERVE_PORT", "8000"))
+
+
+def _services(settings: Settings, pipeline: str):
+    from conveyor.background import Service
+
+    bin_dir = Path(sys.executable).parent
+    mlflow_ui = Service(
+        "mlflow-ui",
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            settings.mlflow_tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(MLFLOW_UI_PORT),
+            "--workers",
+            "1",
+        ],
+        MLFLOW_UI_PORT,
+        "/health",
+    )
+    model_service = Service(
+        "model-service",
+        [
+            sys.executable,
+            "-m",
+            "conveyor.serving.server",
+            "--pipeline",
+            pipeline,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(SERVICE_PORT),
+        ],
+        SERVICE_PORT,
+        "/health",
+    )
+    return mlflow_ui, model_service
+
+
+def _admin_token(settings: Settings) -> str:
+    """The demo service's admin token: from the environment, else generated once (0600)."""
+    import secrets
+
+    if os.environ.get("CONVEYOR_ADMIN_TOKEN"):
+        return os.environ["CONVEYOR_ADMIN_TOKEN"]
+    path = settings.home / "run" / "admin-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.supervisor import AirflowSupervisor
+
+    supervisor = AirflowSupervisor(settings)
+    with console.status("Starting Airflow (scheduler, dag-processor, triggerer, api-server)..."):
+        state = supervisor.start(port=args.port, timeout=args.timeout)
+    verb = "Already running" if state.get("reused") else "Started"
+    console.print(
+        f"[green]{verb}[/] Airflow at {state['url']} (login admin / admin); logs in {supervisor.logs_dir}"
+    )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor import background
+    from conveyor.supervisor import AirflowSupervisor
+
+    for name in ("model-service", "mlflow-ui"):
+        if background.stop(settings, name):
+            console.print(f"Stopped {name}")
+    pids = AirflowSupervisor(settings).stop(timeout=args.timeout)
+    console.print(f"Stopped {len(pids)} Airflow processes" if pids else "Airflow was not running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor import background
+    from conveyor.supervisor import AirflowSupervisor
+
+    st = AirflowSupervisor(settings).status()
+    table = Table(title=f"Airflow {st.get('url') or '(not running)'}")
+    for column in ("component", "pid", "alive", "log"):
+        table.add_column(column)
+    for name, comp in (st.get("components") or {}).items():
+        table.add_row(name, str(comp["pid"]), "yes" if comp["alive"] else "no", comp["log"])
+    for name in ("mlflow-ui", "model-service"):
+        svc = background.running(settings, name)
+        table.add_row(
+            name, str(svc["pid"]) if svc else "-", "yes" if svc else "no", svc["log"] if svc else ""
+        )
+    console.print(table)
+    return 0 if st.get("healthy") else 1
+
+
+def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
+    """The product on one laptop: Airflow, MLflow UI, a training run, the model service."""
+    from conveyor import background
+    from conveyor.airflow_env import airflow_env
+    from conveyor.supervisor import AirflowSupervisor, ProgressDisplay
+
+    env = airflow_env(settings)
+    env["CONVEYOR_MLFLOW_UI_URL"] = f"http://127.0.0.1:{MLFLOW_UI_PORT}"
+    env["CONVEYOR_ADMIN_TOKEN"] = _admin_token(settings)
+    supervisor = AirflowSupervisor(settings, base_env=env)
+    with console.status(
+        "Starting Airflow (scheduler, dag-processor, triggerer, api-server); ~1 min..."
+    ):
+        state = supervisor.start(port=args.port, timeout=args.timeout)
+    mlflow_ui, model_service = _services(settings, args.pipeline)
+    with console.status("Starting the MLflow UI..."):
+        background.start(settings, mlflow_ui, env, timeout=120)
+    dag_id = f"train_{args.pipeline}"
+    with supervisor.client() as client:
+        with console.status(f"Waiting for Airflow to parse {dag_id}..."):
+            client.wait_for_dag(dag_id, timeout=180)
+        client.unpause(dag_id)
+        run_id = client.trigger(dag_id, conf={"force": args.force})
+        console.print(f"Triggered {dag_id} run [bold]{run_id}[/]")
+        with ProgressDisplay(console) as display:
+            result = client.wait_for_run(
+                dag_id, run_id, timeout=args.run_timeout, on_progress=display.update
+            )
+    run_state = str(result.state)
+    summary = summarise_run(settings, args.pipeline, dag_id, run_id)
+    table = Table(title=f"{dag_id} — {run_state}", show_header=False)
+    for key in ("data_md5", "metrics", "gate", "registered_version", "production_version"):
+        value = summary.get(key)
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    console.print(table)
+    if summary.get("production_version"):
+        with console.status("Starting the model service..."):
+            background.start(settings, model_service, env, timeout=120)
+    console.rule("Conveyor is running")
+    console.print(f"Airflow UI      {state['url']}   login [bold]admin[/] / [bold]admin[/]")
+    console.print(f"Pipelines view  {state['url']}/conveyor/")
+    console.print(f"MLflow UI       {mlflow_ui.url}")
+    if background.running(settings, "model-service"):
+        example = json.dumps({"records": [_example_record(settings, args.pipeline)]})
+        console.print(f"Model service   {model_service.url}  (GET /health, /version)")
+        console.print(
+            f"  curl -s -X POST {model_service.url}/predict -H 'Content-Type: application/json' -d '{example}'",
+            markup=False,
+            highlight=False,
+        )
+    console.print("New data:  make new-data   (the asset watcher starts a retraining run)")
+    console.print("Stop all:  make stop")
+    return 0 if run_state == "success" else 1
+
+
+def _example_record(settings: Settings, pipeline: str) -> dict:
+    """One real row of the pipeline's data for the printed curl example."""
+    import csv
+
+    from conveyor.demo import DATASETS
+
+    path = Path(settings.data_registry) / DATASETS.get(pipeline, "")
+    if path.is_file():
+        with open(path) as fh:
+            row = next(csv.DictReader(fh))
+        row.pop("target", None)
+        return {k: float(v) for k, v in row.items()}
+    return {}
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.serving.server import main as serve_main
+
+    argv = ["--pipeline", args.pipeline]
+    if args.host:
+        argv += ["--host", args.host]
+    if args.port:
+        argv += ["--port", str(args.port)]
+    return serve_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show full logs")
@@ -284,6 +468,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     new_data.add_argument("--drift", action="store_true", help="shift feature distributions")
     new_data.set_defaults(func=cmd_demo_new_data)
+
+    up_demo = demo.add_parser(
+        "up", help="start Airflow + MLflow UI, train through the scheduler, start the model service"
+    )
+    up_demo.add_argument("--pipeline", default="breast_cancer")
+    up_demo.add_argument(
+        "--port", type=int, default=None, help="Airflow port (CONVEYOR_AIRFLOW_PORT, 8080)"
+    )
+    up_demo.add_argument(
+        "--force", action="store_true", help="retrain even if inputs are unchanged"
+    )
+    up_demo.add_argument("--timeout", type=float, default=240)
+    up_demo.add_argument("--run-timeout", type=float, default=1800)
+    up_demo.set_defaults(func=cmd_demo_up)
+
+    serve = sub.add_parser("serve", help="run the model service for a pipeline's production model")
+    serve.add_argument("--pipeline", required=True)
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    up = sub.add_parser("up", help="start Airflow's components in the background")
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--timeout", type=float, default=240)
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop everything `conveyor up` / `demo up` started")
+    down.add_argument("--timeout", type=float, default=20)
+    down.set_defaults(func=cmd_down)
+    sub.add_parser("status", help="Airflow processes, MLflow UI and model service").set_defaults(
+        func=cmd_status
+    )
 
     new = sub.add_parser("new-pipeline", help="scaffold a pipeline YAML and its DAG file")
     new.add_argument("name")

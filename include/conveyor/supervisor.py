@@ -478,7 +478,9 @@ class AirflowSupervisor:
             return None
         try:
             resp = httpx.get(
-                f"http://{self._connect_host}:{port}/api/v2/monitor/health", timeout=timeout
+                f"http://{self._connect_host}:{port}/api/v2/monitor/health",
+                timeout=timeout,
+                trust_env=False,  # loopback: never through an HTTP(S)_PROXY
             )
         except httpx.HTTPError:
             return None
@@ -519,6 +521,8 @@ class AirflowSupervisor:
                         f"airflow {comp.name} exited during start-up; last lines of {comp.log}:\n"
                         f"{_tail(comp.log)}"
                     )
+            if "api-server" not in names:
+                return {}  # nothing answers health checks; the processes run, that is all
             health = self.health(state["port"])
             missing = self.unhealthy(health, names)
             if not missing:
@@ -594,12 +598,20 @@ class AirflowSupervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 if os.getpgid(pid) not in groups:
                     os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        start = time.monotonic()
+        hurried = False
+        while time.monotonic() - start < timeout:
             self._reap()
             victims = {p for p in victims if _pid_alive(p)} | session_members(groups)
             if not victims:
                 break
+            if not hurried and time.monotonic() - start >= timeout / 2:
+                # Airflow's components read a second SIGTERM as "stop waiting for tasks".
+                hurried = True
+                for comp in comps:
+                    if comp.pgid in groups and self._alive(comp):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(comp.pid, signal.SIGTERM)
             time.sleep(0.2)
         for _ in range(3):  # stragglers, and anything forked while we were waiting
             victims = {p for p in victims if _pid_alive(p)} | session_members(groups)
@@ -685,7 +697,10 @@ class AirflowClient:
         self.username = username
         self.password = password
         self._token: str | None = None
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        loopback = httpx.URL(self.url).host in ("127.0.0.1", "localhost", "::1")
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout, transport=transport, trust_env=not loopback
+        )
 
     @classmethod
     def for_settings(

@@ -3,14 +3,51 @@
 Registered through the entry point, not by living under ``plugins/``: Airflow executes
 every ``.py`` under its plugins folder as a top-level module named after the file, which
 would load this package twice and shadow libraries (see DESIGN: the plugins folder trap).
+
+It adds the operators' extra links (MLflow run, model version, Data Docs, model service),
+a FastAPI app at ``/conveyor`` (overview page and read-only run artifacts) and an
+external view "Conveyor" in the navigation bar pointing at that page.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from airflow.plugins_manager import AirflowPlugin
+
+from conveyor_airflow.links import (
+    DataDocsLink,
+    MlflowRunLink,
+    ModelServiceLink,
+    ModelVersionLink,
+)
+
+
+def _fastapi_app():
+    from conveyor_airflow.ui_app import app
+
+    return app
 
 
 class ConveyorPlugin(AirflowPlugin):
-    """Placeholder for Conveyor's UI integration (extra links, pipeline overview)."""
+    """Extra links, the /conveyor app and its navigation entry."""
 
     name = "conveyor"
+    operator_extra_links: ClassVar[list[Any]] = [
+        MlflowRunLink(),
+        ModelVersionLink(),
+        DataDocsLink(),
+        ModelServiceLink(),
+    ]
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {"app": _fastapi_app(), "url_prefix": "/conveyor", "name": "Conveyor"}
+    ]
+    external_views: ClassVar[list[dict[str, Any]]] = [
+        {
+            "name": "Conveyor pipelines",
+            "href": "/conveyor/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "conveyor",
+        }
+    ]

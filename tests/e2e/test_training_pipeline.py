@@ -97,6 +97,26 @@ def test_good_run_registers_version_with_full_lineage(env):
     art = RunArtifacts(settings.artifact_root, dag_run.dag_id, dag_run.run_id)
     assert any(f.endswith("index.html") for f in art.manifest("validation")["files"])
     assert {"confusion_matrix.png", "roc_curve.png"} <= set(art.manifest("evaluation")["files"])
+    # extra links were recorded for the UI, and the plugin app serves the Data Docs page
+    docs_link = dag_run.get_task_instance("validate_data").xcom_pull(
+        task_ids="validate_data", key="_link_DataDocsLink"
+    )
+    assert docs_link.startswith("/conveyor/artifacts/train_breast_cancer/")
+    from fastapi.testclient import TestClient
+
+    from conveyor_airflow.ui_app import app
+
+    page = TestClient(app).get(docs_link.removeprefix("/conveyor"))
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    version_link = dag_run.get_task_instance("register_model").xcom_pull(
+        task_ids="register_model", key="_link_ModelVersionLink"
+    )
+    assert version_link.endswith(f"/#/models/breast_cancer/versions/{mv.version}")
+    overview = TestClient(app).get("/api/pipelines").json()
+    bc = next(e for e in overview if e["name"] == "breast_cancer")
+    assert bc["production"]["version"] == str(mv.version)
+    assert bc["last_validation"]["success"] is True
 
 
 def test_unchanged_inputs_skip_the_run(env, capfd):

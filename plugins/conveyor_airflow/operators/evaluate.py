@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor_airflow.links import MlflowRunLink, mlflow_run_url, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
 from conveyor_airflow.operators.train import read_snapshot
 
@@ -23,6 +24,7 @@ class EvaluateModelOperator(ConveyorOperator):
 
     template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "validation", "training")
     ui_color = "#2ca02c"
+    operator_extra_links = (MlflowRunLink(),)
 
     def __init__(self, *, validation: Any, training: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -76,6 +78,11 @@ class EvaluateModelOperator(ConveyorOperator):
             ) as out:
                 plot_uris = [out.put_file(p, p.name) for p in plots]
                 out.write_json("metrics.json", {"candidate": candidate, "production": production})
+        push_link(
+            context,
+            MlflowRunLink,
+            mlflow_run_url(self.training["experiment_id"], self.training["mlflow_run_id"]),
+        )
         return {
             "candidate": candidate,
             "production": production,

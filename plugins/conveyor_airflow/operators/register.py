@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from conveyor_airflow.links import (
+    MlflowRunLink,
+    ModelServiceLink,
+    ModelVersionLink,
+    mlflow_run_url,
+    model_version_url,
+    push_link,
+)
 from conveyor_airflow.operators.base import ConveyorOperator
 
 if TYPE_CHECKING:
@@ -34,6 +42,7 @@ class RegisterModelOperator(ConveyorOperator):
         "gate",
     )
     ui_color = "#43c6ac"
+    operator_extra_links = (ModelVersionLink(), MlflowRunLink(), ModelServiceLink())
 
     def __init__(
         self,
@@ -99,6 +108,14 @@ class RegisterModelOperator(ConveyorOperator):
             tags=tags,
             description=f"{cfg.description}\nTrained by {dag_id} run {run_id}.",
         )
+        push_link(context, ModelVersionLink, model_version_url(cfg.model_name, version))
+        if self.training.get("experiment_id"):
+            push_link(
+                context,
+                MlflowRunLink,
+                mlflow_run_url(self.training["experiment_id"], self.training["mlflow_run_id"]),
+            )
+        push_link(context, ModelServiceLink, f"{cfg.deploy.service_url.rstrip('/')}/version")
         promoted = False
         if self.promote:
             promoted = promote(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from conveyor_airflow.links import MlflowRunLink, mlflow_run_url, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class TrainModelOperator(ConveyorOperator):
 
     template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "data", "validation")
     ui_color = "#0194e2"
+    operator_extra_links = (MlflowRunLink(),)
 
     def __init__(self, *, data: Any, validation: Any, **kwargs: Any) -> None:
         kwargs.setdefault("execution_timeout", timedelta(hours=2))
@@ -77,6 +79,7 @@ class TrainModelOperator(ConveyorOperator):
             mlflow.log_metric("train_rows", result.train_rows)
             mlflow.log_metric("fit_seconds", result.fit_seconds)
         self.log.info("Logged model %s in MLflow run %s", model_uri, run.info.run_id)
+        push_link(context, MlflowRunLink, mlflow_run_url(experiment_id, run.info.run_id))
         return {
             "mlflow_run_id": run.info.run_id,
             "experiment_id": experiment_id,

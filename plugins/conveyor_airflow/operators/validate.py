@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor_airflow.links import DataDocsLink, artifact_href, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class DataValidationOperator(ConveyorOperator):
 
     template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "data")
     ui_color = "#ff6f4f"
+    operator_extra_links = (DataDocsLink(),)
 
     def __init__(self, *, data: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -67,6 +69,7 @@ class DataValidationOperator(ConveyorOperator):
                 snapshot_uri = out.put_file(snap, "snapshot.parquet")
         if docs_uri:
             self.log.info("Data Docs report: %s", docs_uri)
+            push_link(context, DataDocsLink, artifact_href(docs_uri, self.settings.artifact_root))
         if failure is not None:
             raise failure
         self.log.info("All %s expectations passed", summary.get("evaluated"))

@@ -1,0 +1,309 @@
+"""The prediction log: every prediction, appended off the request path to JSONL files.
+
+A request only puts one tuple on a queue (microseconds); a writer thread turns the
+queue into lines every ``flush_seconds`` or ``flush_records`` records, and once more on
+shutdown. Files are partitioned by UTC day, one file per service process::
+
+    {log_dir}/date=2025-01-31/part-<pid>-<start>.jsonl
+
+so two processes (or a restart) never write to the same file. Each line is one
+prediction::
+
+    {"id": "3f2a...", "ts": "2025-01-31T12:00:00.123456+00:00", "model": "breast_cancer",
+     "version": "3", "inputs": {...}, "prediction": 1, "probabilities": {"0": 0.1, "1": 0.9}}
+
+The id is the one ``/predict`` returned, so labels that arrive later can be joined to
+it. The writer appends to local files (object stores cannot append);
+:func:`read_prediction_log` reads through fsspec, so a copied or synced log can be read
+from any URL.
+
+If the disk cannot keep up the queue is bounded: requests are never slowed down, and
+records that do not fit are counted in ``dropped`` (reported by ``/health``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from conveyor.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class _Batch(NamedTuple):
+    ts: float
+    model: str
+    version: str
+    ids: list[str]
+    inputs: list[dict[str, Any]]
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None
+
+
+_STOP = object()
+
+
+def _local_dir(log_dir: str | Path) -> Path:
+    text = str(log_dir)
+    if text.startswith("file://"):
+        text = text.removeprefix("file://")
+    elif "://" in text:
+        raise ConfigError(
+            f"The prediction log must be a local directory, got {text!r}: object stores "
+            "cannot append. Set CONVEYOR_PREDICTION_LOG_DIR to a local path (and sync it)."
+        )
+    return Path(text)
+
+
+class PredictionLog:
+    """Queue + writer thread appending predictions to partitioned JSONL files.
+
+    Parameters
+    ----------
+    log_dir : str or Path
+        Local directory (``file://`` URLs accepted); created if missing.
+    flush_seconds : float, default=1.0
+        Longest time a prediction waits in memory.
+    flush_records : int, default=1000
+        Write as soon as this many predictions are waiting.
+    max_queued : int, default=100_000
+        Requests held in memory at most; beyond that records are dropped and counted.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | Path,
+        *,
+        flush_seconds: float = 1.0,
+        flush_records: int = 1000,
+        max_queued: int = 100_000,
+    ) -> None:
+        self.log_dir = _local_dir(log_dir)
+        self.flush_seconds = flush_seconds
+        self.flush_records = flush_records
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
+        started = datetime.now(UTC)
+        self.part_name = f"part-{os.getpid()}-{started:%Y%m%dT%H%M%S%fZ}.jsonl"
+        self._files: dict[str, IO[str]] = {}
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Create the directory and start the writer thread."""
+        if self._thread is not None:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(
+            target=self._run, name="conveyor-prediction-log", daemon=True
+        )
+        self._thread.start()
+        log.info("Logging predictions under %s (%s)", self.log_dir, self.part_name)
+
+    def submit(
+        self,
+        *,
+        model: str,
+        version: str,
+        ids: list[str],
+        inputs: list[dict[str, Any]],
+        predictions: list[Any],
+        probabilities: list[dict[str, float]] | None = None,
+        ts: float | None = None,
+    ) -> bool:
+        """Queue one request's predictions; never blocks. False if they were dropped."""
+        batch = _Batch(
+            time.time() if ts is None else ts,
+            model,
+            version,
+            ids,
+            inputs,
+            predictions,
+            probabilities,
+        )
+        try:
+            self._queue.put_nowait(batch)
+        except queue.Full:
+            self.dropped += len(ids)
+            if self.dropped == len(ids) or self.dropped % 10_000 < len(ids):
+                log.warning("Prediction log queue is full: %d records dropped", self.dropped)
+            return False
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then stop the writer and close the files."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.error(
+                "Prediction log writer is stuck; %d requests not written", self._queue.qsize()
+            )
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("Prediction log writer did not finish within %.0f s", timeout)
+        log.info("Prediction log closed: %d written, %d dropped", self.written, self.dropped)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/health``."""
+        return {
+            "dir": str(self.log_dir),
+            "queued_requests": self._queue.qsize(),
+            "written": self.written,
+            "dropped": self.dropped,
+            "last_error": self.last_error,
+        }
+
+    # -- writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: list[_Batch] = []
+        records = 0
+        deadline = time.monotonic() + self.flush_seconds
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    break
+                if item is not None:
+                    pending.append(item)
+                    records += len(item.ids)
+                if records >= self.flush_records or time.monotonic() >= deadline:
+                    self._write(pending)
+                    pending, records = [], 0
+                    deadline = time.monotonic() + self.flush_seconds
+            # Whatever was queued before the stop marker arrived is in `pending` now.
+            self._write(pending)
+        finally:
+            for handle in self._files.values():
+                self._close_file(handle)
+            self._files.clear()
+
+    def _write(self, batches: list[_Batch]) -> None:
+        if not batches:
+            return
+        by_day: dict[str, list[str]] = {}
+        for batch in batches:
+            stamp = datetime.fromtimestamp(batch.ts, UTC)
+            ts = stamp.isoformat()
+            lines = by_day.setdefault(stamp.strftime("%Y-%m-%d"), [])
+            for i, prediction_id in enumerate(batch.ids):
+                record: dict[str, Any] = {
+                    "id": prediction_id,
+                    "ts": ts,
+                    "model": batch.model,
+                    "version": batch.version,
+                    "inputs": batch.inputs[i],
+                    "prediction": batch.predictions[i],
+                }
+                if batch.probabilities is not None:
+                    record["probabilities"] = batch.probabilities[i]
+                lines.append(json.dumps(record, separators=(",", ":"), default=str))
+        for day, lines in by_day.items():
+            try:
+                handle = self._file(day)
+                handle.write("\n".join(lines) + "\n")
+                handle.flush()
+                self.written += len(lines)
+            except OSError as exc:
+                self.dropped += len(lines)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("Cannot write %d predictions to the log: %s", len(lines), exc)
+
+    def _file(self, day: str) -> IO[str]:
+        handle = self._files.get(day)
+        if handle is None:
+            for old_day in [d for d in self._files if d < day]:  # the day rolled over
+                self._close_file(self._files.pop(old_day))
+            folder = self.log_dir / f"date={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = self._files[day] = (folder / self.part_name).open("a", encoding="utf-8")
+        return handle
+
+    @staticmethod
+    def _close_file(handle: IO[str]) -> None:
+        try:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        except OSError as exc:
+            log.error("Closing %s failed: %s", handle.name, exc)
+
+
+def _as_utc(moment: datetime | str) -> datetime:
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def read_prediction_log(
+    log_dir: str | Path,
+    since: datetime | str | None = None,
+    *,
+    until: datetime | str | None = None,
+) -> list[dict[str, Any]]:
+    """Read logged predictions, oldest first.
+
+    Parameters
+    ----------
+    log_dir : str or Path
+        The log directory (a local path or any fsspec URL).
+    since, until : datetime or ISO string, optional
+        Keep predictions with ``since <= ts < until`` (naive times are UTC). Whole day
+        partitions outside the range are not read.
+
+    Returns
+    -------
+    list of dict
+        One dict per prediction (see the module docstring). A line cut short by a crash
+        is skipped with a warning.
+    """
+    from fsspec.core import url_to_fs
+
+    start = _as_utc(since) if since is not None else None
+    end = _as_utc(until) if until is not None else None
+    fs, root = url_to_fs(str(log_dir))
+    root = root.rstrip("/")
+    if not fs.exists(root):
+        return []
+    out: list[tuple[datetime, dict[str, Any]]] = []
+    skipped = 0
+    for path in sorted(fs.glob(f"{root}/date=*/part-*.jsonl")):
+        day_text = path.rsplit("/", 2)[-2].removeprefix("date=")
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            continue
+        if (start and day < start.date()) or (end and day > end.date()):
+            continue
+        with fs.open(path, "r", encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    ts = datetime.fromisoformat(record["ts"])
+                except (ValueError, KeyError, TypeError):
+                    skipped += 1
+                    continue
+                if (start and ts < start) or (end and ts >= end):
+                    continue
+                out.append((ts, record))
+    if skipped:
+        log.warning("Skipped %d unreadable line(s) in the prediction log %s", skipped, log_dir)
+    out.sort(key=lambda pair: pair[0])
+    return [record for _, record in out]

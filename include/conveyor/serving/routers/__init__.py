@@ -1,0 +1,1 @@
+"""HTTP routes of the model service, one module per resource."""

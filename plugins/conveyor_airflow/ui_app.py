@@ -1,0 +1,130 @@
+"""FastAPI app mounted in the Airflow API server at ``/conveyor`` by the plugin.
+
+Serves the pipeline overview page (an Airflow 3 external view) and, read-only, files
+under the artifact root — so Data Docs and evaluation plots open from a task's extra
+link in the browser without a separate web server. Paths are confined to the artifact
+root; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import mimetypes
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from conveyor.artifacts import join_url
+from conveyor.overview import pipeline_overview
+from conveyor.settings import Settings
+
+app = FastAPI(title="Conveyor", description="Conveyor pipeline overview and run artifacts")
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return '<span class="muted">—</span>'
+    if isinstance(value, dict | list):
+        value = json.dumps(value, sort_keys=True)
+    return html.escape(str(value))
+
+
+def _metrics(metrics: dict[str, float] | None) -> str:
+    if not metrics:
+        return _cell(None)
+    return ", ".join(
+        f"{html.escape(k)} {v:.4f}"
+        for k, v in sorted(metrics.items())
+        if isinstance(v, int | float)
+    )
+
+
+def render_overview(entries: list[dict[str, Any]]) -> str:
+    """The overview page: one card per pipeline."""
+    cards = []
+    for e in entries:
+        if "error" in e:
+            cards.append(
+                f'<section><h2>{_cell(e["name"])}</h2><p class="bad">{_cell(e["error"])}</p></section>'
+            )
+            continue
+        prod = e.get("production") or {}
+        val = e.get("last_validation") or {}
+        drift = e.get("last_drift_check") or {}
+        rows = [
+            ("Task / estimator", f"{_cell(e['task'])} · <code>{_cell(e['estimator'])}</code>"),
+            (
+                "Production version",
+                _cell(prod.get("version")) if prod else '<span class="muted">none yet</span>',
+            ),
+            ("Metrics", _metrics(prod.get("metrics"))),
+            (
+                "Data",
+                f"<code>{_cell(e['data_path'])}</code> @ <code>{_cell((prod.get('data_git_sha') or '')[:12])}</code> "
+                f"md5 <code>{_cell(prod.get('data_md5'))}</code> ({_cell(prod.get('data_rev_source'))})",
+            ),
+            (
+                "Code / config",
+                f"<code>{_cell((prod.get('project_git_rev') or '')[:12])}</code> · "
+                f"<code>{_cell(prod.get('config_hash'))}</code>",
+            ),
+            ("Trained by", _cell(prod.get("trained_by"))),
+            (
+                "Last validation",
+                (
+                    f'<span class="{"ok" if val.get("success") else "bad"}">'
+                    f"{'passed' if val.get('success') else 'FAILED'}</span> "
+                    f"{_cell(val.get('evaluated'))} expectations, {_cell(val.get('failed'))} broken · run {_cell(val.get('run'))}"
+                )
+                if val
+                else '<span class="muted">none yet</span>',
+            ),
+            (
+                "Last drift check",
+                (
+                    f"{_cell(drift.get('verdict') or drift.get('status'))} · run {_cell(drift.get('run'))}"
+                    if drift
+                    else '<span class="muted">none yet</span>'
+                ),
+            ),
+            (
+                "Model service",
+                f'<a href="{_cell(e["service_url"])}/version" target="_blank">{_cell(e["service_url"])}</a>',
+            ),
+        ]
+        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        cards.append(f"<section><h2>{_cell(e['name'])}</h2><table>{body}</table></section>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Conveyor pipelines</title>
+<style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#1b1f24}}
+section{{border:1px solid #d0d7de;border-radius:8px;padding:1rem;margin-bottom:1rem}}
+th{{text-align:left;padding-right:1.5rem;font-weight:600;vertical-align:top}}td,th{{padding:.2rem .5rem}}
+.muted{{color:#6e7781}}.ok{{color:#1a7f37;font-weight:600}}.bad{{color:#cf222e;font-weight:600}}</style></head>
+<body><h1>Conveyor pipelines</h1>{"".join(cards) or "<p>No pipeline YAMLs found.</p>"}</body></html>"""
+
+
+@app.get("/", response_class=HTMLResponse)
+def overview_page() -> str:
+    return render_overview(pipeline_overview(Settings.from_env()))
+
+
+@app.get("/api/pipelines")
+def overview_json() -> JSONResponse:
+    return JSONResponse(pipeline_overview(Settings.from_env()))
+
+
+@app.get("/artifacts/{path:path}")
+def artifact(path: str) -> Response:
+    from fsspec.core import url_to_fs
+
+    parts = [p for p in path.split("/") if p]
+    if not parts or any(p in (".", "..") or "\\" in p for p in parts):
+        raise HTTPException(status_code=400, detail="invalid artifact path")
+    fs, target = url_to_fs(join_url(Settings.from_env().artifact_root, *parts))
+    if not fs.isfile(target):
+        raise HTTPException(status_code=404, detail=f"no artifact {path}")
+    with fs.open(target, "rb") as fh:
+        data = fh.read()
+    media = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
+    return Response(content=data, media_type=media)
