@@ -33,6 +33,8 @@ os.environ.update(
         "CONVEYOR_ARTIFACT_ROOT": str(SESSION_HOME / "artifacts"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{SESSION_HOME / 'mlflow' / 'mlflow.db'}",
         "CONVEYOR_MLFLOW_ARTIFACTS": str(SESSION_HOME / "mlflow" / "artifacts"),
+        # the data watcher polls the registry quickly in tests (default 10 s)
+        "CONVEYOR_WATCH_POLL_SECONDS": "3",
     }
 )
 # dag.test() re-reads its DAG from the dags folder: one with the repo's DAG files plus a

@@ -409,10 +409,9 @@ def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
     if background.running(settings, "model-service"):
         example = json.dumps({"records": [_example_record(settings, args.pipeline)]})
         console.print(f"Model service   {model_service.url}  (GET /health, /version)")
-        console.print(
-            f"  curl -s -X POST {model_service.url}/predict -H 'Content-Type: application/json' -d '{example}'",
-            markup=False,
-            highlight=False,
+        # plain print: rich would wrap the line and break copy-paste
+        print(
+            f"  curl -s -X POST {model_service.url}/predict -H 'Content-Type: application/json' -d '{example}'"
         )
     console.print("New data:  make new-data   (the asset watcher starts a retraining run)")
     console.print("Stop all:  make stop")

@@ -21,12 +21,15 @@ from airflow.sdk import DAG, Asset, AssetWatcher, Param
 from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
 from conveyor.settings import Settings
 from conveyor_airflow.operators import (
+    ConveyorApprovalOperator,
     DataValidationOperator,
+    DeployModelOperator,
     DvcPullOperator,
     EvaluateModelOperator,
     ModelGateOperator,
     RegisterModelOperator,
     ResolveInputsOperator,
+    RollbackModelOperator,
     TrainModelOperator,
 )
 from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
@@ -183,14 +186,107 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
             retries=0,
             **common,
         )
-        RegisterModelOperator(
+        register = RegisterModelOperator(
             task_id="register_model",
             data=pull.output,
             validation=validate.output,
             training=train.output,
             evaluation=evaluate.output,
             gate=gate.output,
+            promote=False,  # only a verified deployment moves production
             **common,
+        )
+        deploy = DeployModelOperator(
+            task_id="deploy_model",
+            registration=register.output,
+            validation=validate.output,
+            execution_timeout=timedelta(minutes=20),
+            **common,
+        )
+        if config.deploy.require_approval:
+            approve = ConveyorApprovalOperator(
+                task_id="approve_deployment",
+                pipeline=config.name,
+                registration=register.output,
+                subject=f"Deploy {config.name} "
+                "v{{ ti.xcom_pull(task_ids='register_model')['version'] }} to production?",
+                body=_approval_body(config),
+                defaults="Reject",  # no answer within the response timeout = rejected
+                response_timeout=timedelta(days=APPROVAL_TIMEOUT_DAYS),
+                execution_timeout=None,
+                retries=0,
+            )
+            register >> approve >> deploy
+    return dag
+
+
+#: Days a deployment waits for an approval before it counts as rejected.
+APPROVAL_TIMEOUT_DAYS = float(os.environ.get("CONVEYOR_APPROVAL_TIMEOUT_DAYS", "3"))
+
+
+def _approval_body(config: PipelineConfig) -> str:
+    return (
+        f"The candidate of **{config.name}** passed the gate on `{config.metrics.primary}`.\n\n"
+        "Metrics: `{{ ti.xcom_pull(task_ids='register_model')['metrics'] }}`\n\n"
+        "Approve to run the contract check and smoke test and move `production` to it "
+        f"(service {config.deploy.service_url}); Reject leaves production unchanged."
+    )
+
+
+ROLLBACK_DAG_ID = "conveyor_rollback"
+
+
+def build_rollback_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
+    """Manual rollback: move ``production`` back to a version that served before.
+
+    Triggered from the UI (or REST) with Params: the pipeline, the target version
+    (empty: the previous production version per the audit trail) and a reason
+    (required). Validates the target, moves the alias, verifies the service, audits.
+    """
+    from conveyor.config import list_pipelines
+
+    settings = Settings.from_env()
+    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
+    names = list_pipelines(directory)
+    pipeline_param = (
+        Param(names[0], type="string", enum=names, title="Pipeline")
+        if names
+        else Param("", type="string", title="Pipeline")
+    )
+    with DAG(
+        dag_id=ROLLBACK_DAG_ID,
+        description="Move a model's production alias back to an earlier version",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["conveyor", "rollback"],
+        default_args={"owner": "conveyor", "retries": 1, "retry_delay": timedelta(seconds=10)},
+        params={
+            "pipeline": pipeline_param,
+            "version": Param(
+                "",
+                type="string",
+                title="Target version",
+                description="Version number to restore. Empty: the version that was in "
+                "production before the current one (per the audit trail).",
+            ),
+            "reason": Param(
+                None,
+                type="string",
+                minLength=3,
+                title="Reason",
+                description="Why production is rolled back (required; audited).",
+            ),
+        },
+        doc_md=build_rollback_dag.__doc__,
+    ) as dag:
+        RollbackModelOperator(
+            task_id="rollback_model",
+            pipeline="{{ params.pipeline }}",
+            version="{{ params.version }}",
+            reason="{{ params.reason }}",
+            execution_timeout=timedelta(minutes=10),
         )
     return dag
 
@@ -215,7 +311,10 @@ def build_watch_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DA
     settings = Settings.from_env()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     config = load_pipeline_config(pipeline_path(name, directory))
-    asset = Asset(name=data_asset_name(config.name))
+    # The same Asset definition as the training DAG's, watcher included: Airflow syncs an
+    # asset's watchers from every file that mentions it, so an outlet-only copy without the
+    # watcher would remove the trigger on each parse of this file and re-add it on the next.
+    asset = data_asset(config, settings)
     with DAG(
         dag_id=watch_dag_id(config.name),
         description=f"Watch {config.data.path} for new versions (sensor alternative to the asset watcher)",
