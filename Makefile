@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export DO_NOT_TRACK = 1
 PYTEST_ARGS ?=
 
-.PHONY: help uv install demo demo-init demo-up demo-run stop status new-data test lint format bench clean
+.PHONY: help uv system-deps install demo demo-init demo-up demo-run stop status new-data test lint format bench clean
 
 help:
 	@echo "make demo   install, create the demo, start Airflow + MLflow UI, train breast_cancer, serve it"
@@ -54,7 +54,21 @@ format: install
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
-test: lint
+# Debian packages some system tests need (distributed runtime, browser test); installed
+# only when missing, and only where we may (root with apt-get, as in CI).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "Missing Debian packages:$$missing (install them with apt-get; the tests that need them will fail)"; fi; \
+	fi
+
+test: lint system-deps
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 bench: install

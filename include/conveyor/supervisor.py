@@ -986,7 +986,14 @@ class AirflowClient:
         except AirflowApiError:
             order = []
         while True:
-            progress = self.progress(dag_id, run_id, order, started)
+            try:
+                progress = self.progress(dag_id, run_id, order, started)
+            except AirflowApiError as exc:
+                # A busy api-server may miss one poll (read timeout); the run goes on.
+                if getattr(exc, "status", None) or time.monotonic() - started >= timeout:
+                    raise
+                time.sleep(poll)
+                continue
             if on_progress is not None:
                 on_progress(progress)
             if progress.done:
