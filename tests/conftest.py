@@ -35,6 +35,9 @@ os.environ.update(
         "CONVEYOR_MLFLOW_ARTIFACTS": str(SESSION_HOME / "mlflow" / "artifacts"),
         # the data watcher polls the registry quickly in tests (default 10 s)
         "CONVEYOR_WATCH_POLL_SECONDS": "3",
+        # deployments in tests verify only against the services the tests start themselves
+        # (tests/e2e/test_deployment.py sets this per test), never a demo left on :8000
+        "CONVEYOR_DEPLOY_VERIFY": "never",
     }
 )
 # dag.test() re-reads its DAG from the dags folder: one with the repo's DAG files plus a

@@ -511,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = models.add_parser("list", help="versions, aliases and lineage of a pipeline's model")
     listing.add_argument("pipeline")
     listing.set_defaults(func=cmd_models_list)
+    from conveyor.registry_cli import register_commands
+
+    register_commands(models)
 
     init = sub.add_parser(
         "airflow-init", help="migrate the embedded Airflow DB and create the pool"

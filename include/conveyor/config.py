@@ -116,6 +116,21 @@ class DeploySpec(_Strict):
 
     service_url: str = "http://127.0.0.1:8000"
     require_approval: bool = False
+    verify: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Check the running service after moving production: 'auto' checks "
+        "when a service answers at service_url, 'always' requires one, 'never' skips it.",
+    )
+    verify_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="How long the service may take to serve a new version."
+    )
+    smoke_test: bool = Field(
+        default=True, description="Load and run the candidate in a separate process first."
+    )
+    smoke_rows: int = Field(default=50, ge=1, description="Sample rows for the smoke test.")
+    latency_budget_ms: float = Field(
+        default=250.0, gt=0, description="Smoke test: single-row predict p95 budget."
+    )
 
 
 class MonitorSpec(_Strict):

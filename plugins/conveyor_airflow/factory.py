@@ -32,6 +32,7 @@ from conveyor_airflow.operators import (
     RollbackModelOperator,
     TrainModelOperator,
 )
+from conveyor_airflow.operators.deploy import approval_params
 from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
 
 #: Pool that bounds concurrent training on a small machine (created by `conveyor airflow-init`).
@@ -89,9 +90,10 @@ def training_dag_id(name: str) -> str:
 def pipeline_params() -> dict[str, Param]:
     """Typed Params shown in the Airflow UI's trigger form."""
     return {
+        # "null" in the type keeps the UI field optional (an empty string field is required).
         "data_rev": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Data revision",
             description="Git branch, tag or commit of the data registry. Empty: the newest "
             "triggering data event, else the tracked branch's head.",
@@ -109,8 +111,8 @@ def pipeline_params() -> dict[str, Param]:
             description="Register even if the gate rejects the model (needs a reason).",
         ),
         "override_reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Override reason",
             description="Why the gate is overridden; recorded on the model version.",
         ),
@@ -158,7 +160,7 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
         common = {"pipeline": config.name}
         inputs = ResolveInputsOperator(
             task_id="resolve_inputs",
-            data_rev="{{ params.data_rev }}",
+            data_rev="{{ params.data_rev or '' }}",
             force="{{ params.force }}",
             execution_timeout=timedelta(minutes=5),
             **common,
@@ -182,7 +184,7 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
             task_id="gate",
             evaluation=evaluate.output,
             override="{{ params.gate_override }}",
-            override_reason="{{ params.override_reason }}",
+            override_reason="{{ params.override_reason or '' }}",
             retries=0,
             **common,
         )
@@ -208,6 +210,7 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
                 task_id="approve_deployment",
                 pipeline=config.name,
                 registration=register.output,
+                params=approval_params(),
                 subject=f"Deploy {config.name} "
                 "v{{ ti.xcom_pull(task_ids='register_model')['version'] }} to production?",
                 body=_approval_body(config),

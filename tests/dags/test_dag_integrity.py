@@ -46,6 +46,7 @@ def test_training_dag_shape():
         "evaluate_model",
         "gate",
         "register_model",
+        "deploy_model",
     ]
     assert dag.max_active_runs == 1
     assert set(dag.params.keys()) == {"data_rev", "force", "gate_override", "override_reason"}

@@ -1,5 +1,10 @@
 """Conveyor operators: one per pipeline step, thin over :mod:`conveyor`."""
 
+from conveyor_airflow.operators.deploy import (
+    ConveyorApprovalOperator,
+    DeployModelOperator,
+    RollbackModelOperator,
+)
 from conveyor_airflow.operators.evaluate import EvaluateModelOperator
 from conveyor_airflow.operators.gate import ModelGateOperator
 from conveyor_airflow.operators.pull import DvcPullOperator, ResolveInputsOperator
@@ -8,11 +13,14 @@ from conveyor_airflow.operators.train import TrainModelOperator
 from conveyor_airflow.operators.validate import DataValidationOperator
 
 __all__ = [
+    "ConveyorApprovalOperator",
     "DataValidationOperator",
+    "DeployModelOperator",
     "DvcPullOperator",
     "EvaluateModelOperator",
     "ModelGateOperator",
     "RegisterModelOperator",
     "ResolveInputsOperator",
+    "RollbackModelOperator",
     "TrainModelOperator",
 ]

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 class RegisterModelOperator(ConveyorOperator):
     """Register the gated candidate once per run (idempotent), alias it, promote it.
 
-    Until the deployment step is configured, a passing gate moves ``production`` here
-    (DESIGN: Aliases); with ``promote=False`` only ``candidate`` is set.
+    In the training DAG the deployment step moves ``production`` (after approval, a
+    smoke test and a verified switch), so the factory passes ``promote=False`` and only
+    ``candidate`` is set here. ``promote=True`` (the default, for DAGs without a deploy
+    task) moves ``production`` straight after a passing gate (DESIGN: Aliases).
 
     :param data: XCom of :class:`DvcPullOperator`. (templated)
     :param validation: XCom of :class:`DataValidationOperator`. (templated)

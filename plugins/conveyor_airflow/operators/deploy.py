@@ -1,0 +1,280 @@
+"""Deployment operators: human approval, deploy (contract, smoke test, verified switch), rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param
+
+from conveyor_airflow.links import ModelServiceLink, ModelVersionLink, model_version_url, push_link
+from conveyor_airflow.operators.base import ConveyorOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def _user(context: Context, fallback: str) -> str:
+    """Who triggered the run (the Airflow user), else ``fallback``."""
+    dag_run = context.get("dag_run")
+    name = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
+    return str(name) if name else fallback
+
+
+def approval_params() -> dict[str, Param]:
+    """The form the approver fills in: a comment (recorded with the decision)."""
+    return {
+        "comment": Param(
+            "",
+            type="string",
+            title="Comment",
+            description="Why (recorded on the model version and in the audit trail).",
+            source="task",
+        )
+    }
+
+
+class ConveyorApprovalOperator(ApprovalOperator):
+    """Wait for a person to approve or reject deploying the registered candidate.
+
+    Airflow's :class:`ApprovalOperator` with one ``comment`` field; the answer (decision,
+    approver, comment) is recorded on the model version as the ``conveyor.approval``
+    tag, and a rejection is also written to the audit trail. On Reject the deploy task
+    is skipped and nothing changes.
+
+    :param pipeline: Pipeline name.
+    :param registration: XCom of :class:`RegisterModelOperator`. (templated)
+    """
+
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "registration")
+    ui_color = "#f6a623"
+
+    def __init__(self, *, pipeline: str, registration: Any, **kwargs: Any) -> None:
+        # Pass approval_params() explicitly inside a DAG: Airflow merges task params
+        # before __init__ runs, so a default set here would be lost there.
+        kwargs.setdefault("params", approval_params())
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.registration = registration
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        ret = super().execute_complete(context=context, event=event)
+        from conveyor import tracking
+        from conveyor.deploy import record_approval
+        from conveyor.settings import Settings, disable_telemetry
+
+        disable_telemetry()
+        registration = self.registration
+        if not isinstance(registration, dict):
+            registration = context["ti"].xcom_pull(task_ids="register_model")
+        responder = ret.get("responded_by_user") or {}
+        user = (
+            responder.get("name") or responder.get("id") or "unknown"
+            if isinstance(responder, dict)
+            else str(responder)
+        )
+        approved = ret["chosen_options"][0] == self.APPROVE
+        settings = Settings.from_env()
+        record_approval(
+            tracking.configure(settings),
+            artifact_root=settings.artifact_root,
+            name=registration["model_name"],
+            version=str(registration["version"]),
+            approved=approved,
+            user=str(user),
+            comment=str((ret.get("params_input") or {}).get("comment") or ""),
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+        )
+        return ret
+
+
+class DeployModelOperator(ConveyorOperator):
+    """Deploy the registered candidate: contract check, smoke test, verified switch.
+
+    Moves ``production`` to the candidate only after its input contract matches
+    production's and it passed a smoke test in a separate process; then checks the
+    running service serves it and rolls back automatically if not. Every move is audited.
+
+    :param registration: XCom of :class:`RegisterModelOperator`. (templated)
+    :param validation: XCom of :class:`DataValidationOperator` (sample rows). (templated)
+    :param contract_override_reason: Deploy despite a broken input contract. (templated)
+    :param service_url: Model service to verify; default ``deploy.service_url``. (templated)
+    """
+
+    template_fields: Sequence[str] = (
+        *ConveyorOperator.template_fields,
+        "registration",
+        "validation",
+        "contract_override_reason",
+        "service_url",
+    )
+    ui_color = "#9467bd"
+    operator_extra_links = (ModelServiceLink(), ModelVersionLink())
+
+    def __init__(
+        self,
+        *,
+        registration: Any,
+        validation: Any = None,
+        contract_override_reason: str = "",
+        service_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.registration = registration
+        self.validation = validation
+        self.contract_override_reason = contract_override_reason
+        self.service_url = service_url
+
+    def _rows(self, name: str, version: str) -> list[dict[str, Any]]:
+        from conveyor.deploy import example_rows, sample_rows
+
+        cfg = self.config
+        uri = (
+            (self.validation or {}).get("snapshot_uri")
+            if isinstance(self.validation, dict)
+            else None
+        )
+        if uri:
+            from conveyor_airflow.operators.train import read_snapshot
+
+            frame = read_snapshot(uri)
+            return sample_rows(
+                frame, cfg.feature_columns, n=cfg.deploy.smoke_rows, seed=cfg.split.seed
+            )
+        return example_rows(name, version)
+
+    def run(self, context: Context) -> dict[str, Any]:
+        import json
+
+        from conveyor import tracking
+        from conveyor.deploy import check_contract, deploy, smoke_test
+        from conveyor.errors import DeployError
+        from conveyor.lineage import TAG_PREFIX
+        from conveyor.registry import tag_value
+
+        cfg = self.config
+        name, version = self.registration["model_name"], str(self.registration["version"])
+        dag_id, run_id = context["dag"].dag_id, context["run_id"]
+        service_url = (self.service_url or cfg.deploy.service_url).rstrip("/")
+        client = tracking.configure(self.settings)
+        push_link(context, ModelVersionLink, model_version_url(name, version))
+        push_link(context, ModelServiceLink, f"{service_url}/version")
+        mv = client.get_model_version(name, version)
+        approval = json.loads(mv.tags.get(f"{TAG_PREFIX}approval") or "null")
+        user = _user(context, f"airflow:{dag_id}")
+        if cfg.deploy.require_approval:
+            if not approval or approval.get("decision") != "approved":
+                raise DeployError(
+                    f"{name} v{version} needs an approval (deploy.require_approval) and has "
+                    f"none recorded (conveyor.approval = {approval}); nothing was deployed"
+                )
+            user = approval["by"]
+        contract = check_contract(
+            client, name, version, override_reason=str(self.contract_override_reason or "") or None
+        )
+        rows = self._rows(name, version)
+        smoke = None
+        if cfg.deploy.smoke_test:
+            smoke = smoke_test(
+                f"models:/{name}/{version}", rows, latency_budget_ms=cfg.deploy.latency_budget_ms
+            ).to_dict()
+        else:
+            self.log.warning("Smoke test disabled by deploy.smoke_test: false")
+        result = deploy(
+            client,
+            name=name,
+            version=version,
+            reason=f"deployed by {dag_id}/{run_id} after the gate"
+            + (f", approved by {approval['by']}" if approval else ""),
+            user=user,
+            artifact_root=self.settings.artifact_root,
+            service_url=service_url,
+            verify=cfg.deploy.verify,
+            rows=rows[:5],
+            timeout=cfg.deploy.verify_timeout_seconds,
+            dag_id=dag_id,
+            run_id=run_id,
+            details={"contract": contract.to_dict(), "smoke": smoke, "approval": approval},
+        )
+        client.set_model_version_tag(
+            name,
+            version,
+            f"{TAG_PREFIX}deployment",
+            tag_value(
+                {
+                    "verified": result.verified,
+                    "verification": result.verification,
+                    "event": result.event_id,
+                    "service_url": service_url,
+                }
+            ),
+        )
+        self.log.info(
+            "%s v%s is production (was %s); %s",
+            name,
+            version,
+            f"v{result.previous_version}" if result.previous_version else "none",
+            result.verification,
+        )
+        return {
+            **result.to_dict(),
+            "contract": contract.to_dict(),
+            "smoke": smoke,
+            "service_url": service_url,
+        }
+
+
+class RollbackModelOperator(ConveyorOperator):
+    """Move ``production`` back to a version that served before; verify; audit.
+
+    :param version: Target version; empty: the previous production version per the audit
+        trail. (templated)
+    :param reason: Why (required; recorded in the audit trail). (templated)
+    """
+
+    template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "version", "reason")
+    ui_color = "#d62728"
+    operator_extra_links = (ModelServiceLink(), ModelVersionLink())
+
+    def __init__(self, *, version: Any = "", reason: Any = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+        self.reason = reason
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from conveyor import tracking
+        from conveyor.deploy import rollback
+
+        cfg = self.config
+        dag_id = context["dag"].dag_id
+        version = str(self.version or "").strip()
+        if version.lower() in ("none", "null"):
+            version = ""
+        client = tracking.configure(self.settings)
+        service_url = cfg.deploy.service_url.rstrip("/")
+        result = rollback(
+            client,
+            name=cfg.model_name,
+            version=version or None,
+            reason=str(self.reason or "").strip(),
+            user=_user(context, f"airflow:{dag_id}"),
+            artifact_root=self.settings.artifact_root,
+            service_url=service_url,
+            verify=cfg.deploy.verify,
+            timeout=cfg.deploy.verify_timeout_seconds,
+            dag_id=dag_id,
+            run_id=context["run_id"],
+        )
+        push_link(context, ModelVersionLink, model_version_url(cfg.model_name, result.version))
+        push_link(context, ModelServiceLink, f"{service_url}/version")
+        self.log.info(
+            "%s production: v%s -> v%s (%s)",
+            cfg.model_name,
+            result.previous_version,
+            result.version,
+            result.verification,
+        )
+        return result.to_dict()

@@ -1,0 +1,229 @@
+"""Audit trail, input-contract check, smoke test (real models, real subprocess), unverified deploy."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from serving_helpers import (
+    breast_cancer_config,
+    free_port,
+    log_trained,
+    register,
+    train_breast_cancer,
+)
+
+from conveyor import audit
+from conveyor.deploy import (
+    check_contract,
+    compare_columns,
+    deploy,
+    sample_rows,
+    smoke_test,
+)
+from conveyor.errors import DeployError
+from conveyor.registry import PRODUCTION, promote, version_by_alias
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def test_audit_events_are_files_listed_in_order(tmp_path):
+    root = str(tmp_path / "artifacts")
+    first = audit.record_event(
+        root, model="m", action="promote", from_version=None, to_version="1", reason="a", user="u"
+    )
+    second = audit.record_event(
+        root,
+        model="m",
+        action="rollback",
+        from_version="1",
+        to_version=None,
+        reason="b",
+        user="u",
+        dag_id="d",
+        run_id="r",
+    )
+    files = sorted((tmp_path / "artifacts" / "audit" / "m").glob("*.json"))
+    assert [f.stem for f in files] == [first.id, second.id]
+    assert json.loads(files[1].read_text())["reason"] == "b"
+    events = audit.list_events(root, "m")
+    assert [e.id for e in events] == [first.id, second.id]
+    assert events[1].dag_id == "d" and events[1].to_version is None
+    assert audit.list_events(root, "other") == []
+    with pytest.raises(ValueError, match="unknown audit action"):
+        audit.record_event(
+            root, model="m", action="delete", from_version=None, to_version="1", reason="", user=""
+        )
+
+
+def _event(action, frm, to, **details):
+    return audit.AuditEvent("m", action, frm, to, "r", "u", details=details)
+
+
+def test_production_history_skips_versions_that_failed_verification():
+    events = [
+        _event("promote", None, "1"),
+        _event("promote", "1", "2"),
+        _event("rollback", "2", "1", automatic=True),
+        _event("rejected", "1", "3"),
+        _event("promote", "1", "4"),
+    ]
+    assert audit.production_history(events) == ["1", "1", "4"]
+    assert audit.previous_production(events, "4") == "1"
+    assert audit.previous_production(events[:1], "1") is None
+    found = audit.find_event(
+        [audit.AuditEvent("m", "promote", "1", "2", "r", "u", dag_id="d", run_id="x")],
+        action="promote",
+        dag_id="d",
+        run_id="x",
+        to_version="2",
+    )
+    assert found is not None
+
+
+# --------------------------------------------------------------------------- contract
+
+COLS = {"a": ("double", True), "b": ("long", True), "c": ("string", True)}
+
+
+@pytest.mark.parametrize(
+    ("candidate", "problem"),
+    [
+        ({"a": ("double", True), "b": ("long", True)}, "'c' is no longer accepted"),
+        (
+            {"a": ("double", True), "b": ("long", True), "d": ("string", True)},
+            "renamed to one of ['d']",
+        ),
+        ({"a": ("long", True), "b": ("long", True), "c": ("string", True)}, "double -> long"),
+        ({**COLS, "e": ("double", True)}, "new required column 'e'"),
+    ],
+)
+def test_contract_problems(candidate, problem):
+    problems, _ = compare_columns(candidate, COLS)
+    assert any(problem in p for p in problems), problems
+
+
+def test_contract_accepts_widening_and_new_optional_columns():
+    candidate = {"a": ("double", True), "b": ("double", True), "c": ("string", True)}
+    candidate["e"] = ("double", False)
+    problems, notes = compare_columns(candidate, COLS)
+    assert problems == []
+    assert any("widened long -> double" in n for n in notes)
+    assert any("new optional column 'e'" in n for n in notes)
+
+
+@pytest.fixture(scope="module")
+def models(settings):
+    """production v1 (all columns) and candidate v2 trained without 'mean radius'."""
+    config = breast_cancer_config("deploy_unit")
+    result, train, test = train_breast_cancer(config)
+    client, run_id, uri = log_trained(settings, config, result, train)
+    v1 = register(client, config.name, uri, run_id, "v1")
+    promote(client, config.name, v1, reason="test", actor="pytest")
+    columns = dict(config.validation.columns)
+    columns.pop("mean radius")
+    narrow = config.model_copy(
+        update={"validation": config.validation.model_copy(update={"columns": columns})}
+    )
+    result2, train2, _ = train_breast_cancer(narrow)
+    client, run2, uri2 = log_trained(settings, narrow, result2, train2)
+    v2 = register(client, config.name, uri2, run2, "v2")
+    return client, config, v1, v2, test
+
+
+def test_contract_check_blocks_a_removed_column_unless_overridden(models):
+    client, config, v1, v2, _ = models
+    with pytest.raises(DeployError, match="'mean radius' is no longer accepted"):
+        check_contract(client, config.name, v2)
+    report = check_contract(client, config.name, v2, override_reason="column retired")
+    assert report.passed and report.overridden and report.production_version == v1
+    assert check_contract(client, config.name, v1).passed
+
+
+# --------------------------------------------------------------------------- smoke test
+
+
+def test_smoke_test_passes_a_good_model(models):
+    _, config, v1, _, test = models
+    rows = sample_rows(test, config.feature_columns, n=20)
+    report = smoke_test(f"models:/{config.name}/{v1}", rows)
+    assert report.rows == 20
+    assert report.p95_row_ms > 0
+    with pytest.raises(DeployError, match="exceeds the latency budget"):
+        smoke_test(f"models:/{config.name}/{v1}", rows, latency_budget_ms=1e-6)
+
+
+@pytest.fixture
+def crashing(settings, monkeypatch):
+    """A CrashingClassifier version of breast cancer, trusted in this and child processes."""
+    sys.path.insert(0, str(FIXTURES))
+    import crashing_estimator
+
+    import conveyor.model_io as model_io
+
+    trusted = (*model_io.SKOPS_TRUSTED_TYPES, crashing_estimator.TYPE_NAME)
+    monkeypatch.setattr(model_io, "SKOPS_TRUSTED_TYPES", trusted)
+    monkeypatch.setenv("PYTHONPATH", str(FIXTURES))
+    monkeypatch.setenv(crashing_estimator.TRUST_ENV, "1")
+    config = breast_cancer_config("deploy_unit_crash")
+    config = config.model_copy(
+        update={
+            "model": config.model.model_copy(
+                update={
+                    "estimator": "crashing_estimator.CrashingClassifier",
+                    "params": {"max_iter": 5000},
+                }
+            )
+        }
+    )
+    result, train, test = train_breast_cancer(config)
+    client, run_id, uri = log_trained(settings, config, result, train)
+    version = register(client, config.name, uri, run_id, "crash")
+    return config, version, test, crashing_estimator
+
+
+def test_smoke_test_stops_a_model_that_crashes_on_predict(crashing, monkeypatch):
+    config, version, test, module = crashing
+    rows = sample_rows(test, config.feature_columns, n=10)
+    uri = f"models:/{config.name}/{version}"
+    monkeypatch.setenv(module.CRASH_ENV, "1")
+    with pytest.raises(DeployError, match="RuntimeError: CrashingClassifier: predict crashed"):
+        smoke_test(uri, rows)
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+def test_deploy_without_a_service(models, settings, caplog):
+    client, config, v1, v2, _ = models
+    url = f"http://127.0.0.1:{free_port()}"
+    common = {
+        "name": config.name,
+        "reason": "unit test",
+        "user": "pytest",
+        "artifact_root": settings.artifact_root,
+        "service_url": url,
+        "timeout": 5,
+    }
+    with pytest.raises(DeployError, match="no model service answers"):
+        deploy(client, version=v2, verify="always", **common)
+    assert str(version_by_alias(client, config.name, PRODUCTION).version) == v1
+    with caplog.at_level("WARNING"):
+        result = deploy(client, version=v2, verify="auto", dag_id="d", run_id="r1", **common)
+    assert result.moved and not result.verified
+    assert "NOT VERIFIED" in caplog.text
+    assert str(version_by_alias(client, config.name, PRODUCTION).version) == v2
+    [event] = audit.list_events(settings.artifact_root, config.name)
+    assert (event.action, event.from_version, event.to_version) == ("promote", v1, v2)
+    assert event.details["live_check"] is False
+    assert "NOT VERIFIED" in event.details["verification"]
+    assert client.get_model_version(config.name, v2).tags[audit.LAST_EVENT_TAG] == event.id
+    # a retry of the same task records nothing new and keeps the original 'from'
+    again = deploy(client, version=v2, verify="auto", dag_id="d", run_id="r1", **common)
+    assert again.previous_version == v1 and not again.moved
+    assert len(audit.list_events(settings.artifact_root, config.name)) == 1
