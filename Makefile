@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export DO_NOT_TRACK = 1
 PYTEST_ARGS ?=
 
-.PHONY: help uv system-deps install demo demo-init demo-up demo-run stop status new-data test lint format bench clean
+.PHONY: help uv system-deps test-distributed install demo demo-init demo-up demo-run stop status new-data test lint format bench clean
 
 help:
 	@echo "make demo   install, create the demo, start Airflow + MLflow UI, train breast_cancer, serve it"
@@ -67,6 +67,9 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "Missing Debian packages:$$missing (install them with apt-get; the tests that need them will fail)"; fi; \
 	fi
+
+test-distributed: install system-deps
+	CONVEYOR_DISTRIBUTED_TESTS=1 $(UV) run --frozen pytest tests/system/test_compose.py tests/system/test_distributed.py
 
 test: lint system-deps
 	$(UV) run --frozen pytest $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""Native stand-ins for the services of ``docker-compose.yaml`` (system tests only)."""
