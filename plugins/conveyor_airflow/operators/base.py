@@ -40,19 +40,11 @@ def as_bool(value: Any) -> bool:
     return bool(value)
 
 
-class ConveyorOperator(BaseOperator):
-    """Base class: one pipeline step of the pipeline named ``pipeline``.
+class PipelineMixin:
+    """``settings`` and the ``config`` of ``self.pipeline``, loaded lazily at run time
+    (never in ``__init__``: DAG parsing must not read more than the factory already did)."""
 
-    :param pipeline: Name of the pipeline YAML under ``CONVEYOR_PIPELINES_DIR``.
-    """
-
-    template_fields: Sequence[str] = ("pipeline",)
-    ui_color = "#e8f1fb"
-
-    def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
-        kwargs.setdefault("execution_timeout", timedelta(minutes=30))
-        super().__init__(**kwargs)
-        self.pipeline = pipeline
+    pipeline: str
 
     @cached_property
     def settings(self) -> Settings:
@@ -65,6 +57,21 @@ class ConveyorOperator(BaseOperator):
         from conveyor.config import load_pipeline_config, pipeline_path
 
         return load_pipeline_config(pipeline_path(self.pipeline, self.settings.pipelines_dir))
+
+
+class ConveyorOperator(PipelineMixin, BaseOperator):
+    """Base class: one pipeline step of the pipeline named ``pipeline``.
+
+    :param pipeline: Name of the pipeline YAML under ``CONVEYOR_PIPELINES_DIR``.
+    """
+
+    template_fields: Sequence[str] = ("pipeline",)
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
+        kwargs.setdefault("execution_timeout", timedelta(minutes=30))
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
 
     @property
     def n_jobs(self) -> int:

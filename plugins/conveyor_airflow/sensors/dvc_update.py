@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Variable
 from airflow.sdk.exceptions import AirflowFailException
 
+from conveyor_airflow.operators.base import PipelineMixin
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from conveyor.config import PipelineConfig
-    from conveyor.settings import Settings
 
 
 def last_seen_variable(pipeline: str) -> str:
@@ -28,7 +26,7 @@ def last_seen_variable(pipeline: str) -> str:
     return f"conveyor_last_seen_md5_{pipeline}"
 
 
-class DvcUpdateSensor(BaseSensorOperator):
+class DvcUpdateSensor(PipelineMixin, BaseSensorOperator):
     """Succeed with the payload (repo, path, rev, md5) when the pipeline's data changes.
 
     Deferrable by default — unlike Airflow's ``[operators] default_deferrable`` (False),
@@ -57,18 +55,6 @@ class DvcUpdateSensor(BaseSensorOperator):
         self.pipeline = pipeline
         self.poll_interval = poll_interval
         self.deferrable = deferrable
-
-    @cached_property
-    def settings(self) -> Settings:
-        from conveyor.settings import Settings
-
-        return Settings.from_env()
-
-    @cached_property
-    def config(self) -> PipelineConfig:
-        from conveyor.config import load_pipeline_config, pipeline_path
-
-        return load_pipeline_config(pipeline_path(self.pipeline, self.settings.pipelines_dir))
 
     def _repo(self) -> str:
         return self.config.data.repo or self.settings.data_registry
