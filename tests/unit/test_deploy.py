@@ -199,7 +199,9 @@ def test_smoke_test_stops_a_model_that_crashes_on_predict(crashing, monkeypatch)
 # --------------------------------------------------------------------------- deploy
 
 
-def test_deploy_without_a_service(models, settings, caplog):
+def test_deploy_without_a_service(models, settings, caplog, monkeypatch):
+    # the suite sets the ops override to 'never'; this test is about the modes themselves
+    monkeypatch.delenv("CONVEYOR_DEPLOY_VERIFY", raising=False)
     client, config, v1, v2, _ = models
     url = f"http://127.0.0.1:{free_port()}"
     common = {
