@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,8 +64,9 @@ class StepWriter:
 
     def put_file(self, local: str | Path, rel: str) -> str:
         """Upload one local file; returns its URL."""
-        self.fs.makedirs(self.path(rel).rsplit("/", 1)[0], exist_ok=True)
-        self.fs.put_file(str(local), self.path(rel))
+        with _clear_write_errors(self.url(rel)):
+            self.fs.makedirs(self.path(rel).rsplit("/", 1)[0], exist_ok=True)
+            self.fs.put_file(str(local), self.path(rel))
         self.files.append(rel)
         return self.url(rel)
 
@@ -77,9 +79,10 @@ class StepWriter:
 
     def write_bytes(self, rel: str, data: bytes) -> str:
         """Write ``data`` to ``rel``; returns its URL."""
-        self.fs.makedirs(self.path(rel).rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(self.path(rel), "wb") as fh:
-            fh.write(data)
+        with _clear_write_errors(self.url(rel)):
+            self.fs.makedirs(self.path(rel).rsplit("/", 1)[0], exist_ok=True)
+            with self.fs.open(self.path(rel), "wb") as fh:
+                fh.write(data)
         self.files.append(rel)
         return self.url(rel)
 
@@ -127,8 +130,19 @@ class RunArtifacts:
             "files": writer.files,
             "written_at": datetime.now(UTC).isoformat(),
         }
-        with self.fs.open(join_url(self.base, safe_segment(step), "manifest.json"), "w") as fh:
-            json.dump(manifest, fh, indent=2)
+        # Never written in place: a full disk would truncate the previous attempt's
+        # manifest and lose both attempts. A new object, then a rename (atomic on a local
+        # disk; on an object store the copy is one PUT, complete or absent).
+        final = join_url(self.base, safe_segment(step), "manifest.json")
+        part = f"{final}.{uuid.uuid4().hex[:12]}.part"
+        try:
+            with _clear_write_errors(self.url(safe_segment(step), "manifest.json")):
+                with self.fs.open(part, "wb") as fh:
+                    fh.write(json.dumps(manifest, indent=2).encode())
+                self.fs.mv(part, final)
+        finally:
+            if self.fs.exists(part):
+                self.fs.rm(part)
         log.info(
             "Wrote %d artifact(s) for step %s to %s", len(writer.files), step, writer.url_prefix
         )
@@ -140,6 +154,25 @@ class RunArtifacts:
             return None
         with self.fs.open(path, "r") as fh:
             return json.load(fh)
+
+
+@contextmanager
+def _clear_write_errors(url: str) -> Iterator[None]:
+    """Re-raise an ``OSError`` of a write with the artifact's URL and what to do.
+
+    Still an ``OSError`` (not a ``ConveyorError``): a full disk or a lost connection may
+    be gone by the next attempt, so the task stays retryable.
+    """
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OSError(
+            exc.errno,
+            f"Cannot write artifact {url}: {reason}. The artifact store is full or refuses "
+            "the write: free space (or raise the quota/file size limit) and retry the task; "
+            "earlier complete attempts are untouched",
+        ) from exc
 
 
 def open_url(url: str, mode: str = "rb"):
