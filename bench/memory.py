@@ -1,0 +1,238 @@
+"""Memory: peak RSS of the training step divided by the in-memory dataset size.
+
+For each size a fresh interpreter imports what the training task imports, records its
+RSS (the baseline), then does what the task does with the validated snapshot: read the
+Parquet file, split it (``conveyor.splits.split_frame``) and fit the pipeline
+(``conveyor.training.train_model``: HistGradientBoostingClassifier behind the imputer and
+scaler, one thread). Peak RSS comes from the kernel's high-water mark (``VmHWM``, reset
+through ``/proc/self/clear_refs`` between phases), cross-checked with ``ru_maxrss``.
+
+* task peak / data: (peak RSS during read + split + fit - baseline) / dataset bytes
+  (goal: <= 3x);
+* fit peak / train rows: the peak while ``train_model`` runs, above the RSS just before
+  it, divided by the bytes of the training part it receives;
+* what-if lean / data: a variant that is *not* Conveyor's code (see ``lean_worker``),
+  to show what dropping unused frames and the tree-irrelevant preprocessing would save.
+
+    uv run python bench/memory.py [--sizes 10k,100k,1M] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import _common as c
+
+NAME = "memory"
+GOAL_RATIO = 3.0
+DEFAULT_SIZES = "10k,100k,1M"
+
+
+def lean_worker(parquet: str, rows: int) -> None:
+    """What-if, not Conveyor's code: the same read and split, then drop the full frame and
+    the test part, return Arrow's freed buffers, and fit the bare estimator (trees need no
+    imputer or scaler: HistGradientBoosting handles NaN and is scale-invariant) with
+    ``max_iter=10`` (the peak is reached while binning, before the boosting rounds)."""
+    import pandas as pd
+    import pyarrow as pa
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from conveyor.config import PipelineConfig
+    from conveyor.splits import features_and_target, split_frame
+
+    cfg = PipelineConfig.model_validate(c.pipeline_dict("bench_memory", "data/bench.csv"))
+    c.trim_memory()
+    base = c.rss_bytes()
+    c.reset_peak_rss()
+    frame = pd.read_parquet(parquet)
+    data_bytes = int(frame.memory_usage(deep=True).sum())
+    train, test = split_frame(frame, cfg)
+    del frame, test
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    X, y = features_and_target(train, cfg)
+    del train
+    gc.collect()
+    HistGradientBoostingClassifier(max_iter=10, random_state=cfg.split.seed).fit(X, y)
+    peak = c.peak_rss_bytes()
+    c.emit({"rows": rows, "data_bytes": data_bytes, "task_peak_extra": peak - base})
+
+
+def worker(parquet: str, rows: int) -> None:
+    t0 = time.perf_counter()
+    import pandas as pd
+    import pyarrow.parquet  # noqa: F401
+    import sklearn.compose
+    import sklearn.ensemble
+    import sklearn.impute
+    import sklearn.model_selection
+    import sklearn.pipeline
+    import sklearn.preprocessing  # noqa: F401
+    import threadpoolctl  # noqa: F401
+
+    from conveyor.config import PipelineConfig
+    from conveyor.splits import split_frame
+    from conveyor.training import train_model
+
+    cfg = PipelineConfig.model_validate(c.pipeline_dict("bench_memory", "data/bench.csv"))
+    import_s = time.perf_counter() - t0
+    c.trim_memory()
+    base = c.rss_bytes()
+    c.reset_peak_rss()
+
+    t = time.perf_counter()
+    frame = pd.read_parquet(parquet)
+    data_bytes = int(frame.memory_usage(deep=True).sum())
+    train, _test = split_frame(frame, cfg)
+    train_bytes = int(train.memory_usage(deep=True).sum())
+    load_s = time.perf_counter() - t
+    peak_load = c.peak_rss_bytes()
+
+    c.trim_memory()
+    before_fit = c.rss_bytes()
+    c.reset_peak_rss()
+    t = time.perf_counter()
+    result = train_model(train, cfg, n_jobs=1)
+    fit_s = time.perf_counter() - t
+    peak_fit = c.peak_rss_bytes()
+    maxrss = c.ru_maxrss_bytes()
+    assert result.train_rows == len(train)
+    peak = max(peak_load, peak_fit)
+    c.emit(
+        {
+            "rows": rows,
+            "import_s": import_s,
+            "load_s": load_s,
+            "fit_s": fit_s,
+            "baseline_rss": base,
+            "data_bytes": data_bytes,
+            "train_bytes": train_bytes,
+            "peak_rss": peak,
+            "task_peak_extra": peak - base,
+            "load_peak_extra": peak_load - base,
+            "rss_before_fit": before_fit,
+            "fit_peak_extra": peak_fit - before_fit,
+            "ru_maxrss": maxrss,
+            "ru_maxrss_extra": maxrss - base,
+        }
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="rows, e.g. 10k,100k,1M")
+    parser.add_argument("--quick", action="store_true", help="2000 rows, no what-if")
+    parser.add_argument("--no-what-if", action="store_true", help="skip the lean what-if variant")
+    parser.add_argument("--worker", nargs=2, metavar=("PARQUET", "ROWS"), help=argparse.SUPPRESS)
+    parser.add_argument("--lean-worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]))
+        return 0
+    if args.lean_worker:
+        lean_worker(args.lean_worker[0], int(args.lean_worker[1]))
+        return 0
+
+    home = c.bench_env("memory")
+    sizes = sorted(c.parse_sizes("2000" if args.quick else args.sizes))
+    if args.quick:
+        args.no_what_if = True
+    started = time.perf_counter()
+    results = []
+    for rows in sizes:
+        path = Path(home) / f"snapshot_{rows}.parquet"
+        frame = c.make_frame(rows)
+        frame.to_parquet(path, index=False)
+        del frame
+        result, wall = c.run_worker([__file__, "--worker", str(path), str(rows)], timeout=1800)
+        result["wall_s"] = wall
+        result["lean_ratio"] = None
+        if not args.no_what_if:
+            lean, _ = c.run_worker([__file__, "--lean-worker", str(path), str(rows)], timeout=900)
+            result["lean_peak_extra"] = lean["task_peak_extra"]
+            result["lean_ratio"] = lean["task_peak_extra"] / lean["data_bytes"]
+        path.unlink()
+        result["task_ratio"] = result["task_peak_extra"] / result["data_bytes"]
+        result["fit_ratio"] = result["fit_peak_extra"] / result["train_bytes"]
+        result["ru_maxrss_ratio"] = result["ru_maxrss_extra"] / result["data_bytes"]
+        results.append(result)
+        print(
+            f"  {c.human_rows(rows):>5s} rows: data {c.mb(result['data_bytes'])} MiB, task peak "
+            f"+{c.mb(result['task_peak_extra'])} MiB ({result['task_ratio']:.2f}x), "
+            f"fit {result['fit_s']:.1f} s",
+            flush=True,
+        )
+
+    rows_md = [
+        [
+            c.human_rows(r["rows"]),
+            c.mb(r["data_bytes"]),
+            c.mb(r["baseline_rss"]),
+            c.mb(r["load_peak_extra"]),
+            c.mb(r["task_peak_extra"]),
+            c.ratio(r["task_ratio"]),
+            c.ratio(r["ru_maxrss_ratio"]),
+            c.mb(r["fit_peak_extra"]),
+            c.ratio(r["fit_ratio"]),
+            c.secs(r["fit_s"], 1),
+            c.ratio(r["lean_ratio"]),
+        ]
+        for r in results
+    ]
+    md = c.print_table(
+        f"Training step peak RSS / dataset size ({c.N_FEATURES} float features + target, "
+        f"HistGradientBoostingClassifier, 1 thread; goal task peak <= {GOAL_RATIO}x data)",
+        [
+            "rows",
+            "data MiB",
+            "RSS after imports MiB",
+            "read+split peak MiB",
+            "task peak MiB",
+            "task peak/data",
+            "ru_maxrss/data",
+            "fit peak MiB",
+            "fit peak/train part",
+            "fit s",
+            "what-if lean/data",
+        ],
+        rows_md,
+    )
+
+    plt = c.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    xs = [r["rows"] for r in results]
+    ax.plot(xs, [r["task_ratio"] for r in results], "o-", label="task peak / data")
+    ax.plot(xs, [r["fit_ratio"] for r in results], "o-", label="fit peak / train part")
+    if all(r["lean_ratio"] is not None for r in results):
+        ax.plot(xs, [r["lean_ratio"] for r in results], "o--", label="what-if lean / data")
+    ax.axhline(GOAL_RATIO, color="red", linestyle="--", label=f"goal {GOAL_RATIO}x")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"rows ({c.N_FEATURES} features)")
+    ax.set_ylabel("peak extra RSS / bytes")
+    ax.set_title("Training memory")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(c.plot_path(NAME), dpi=100)
+
+    largest = results[-1]
+    c.write_result(
+        NAME,
+        {
+            "sizes": sizes,
+            "goal_ratio": GOAL_RATIO,
+            "per_size": results,
+            "task_ratio_largest": largest["task_ratio"],
+            "meets_goal": largest["task_ratio"] <= GOAL_RATIO,
+            "elapsed_s": time.perf_counter() - started,
+            "markdown": md,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
