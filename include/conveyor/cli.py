@@ -101,6 +101,72 @@ def cmd_demo_new_data(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_demo_traffic(args: argparse.Namespace, settings: Settings) -> int:
+    """Send demo requests to the model service; then run the monitoring DAG if Airflow is up."""
+    from rich.progress import Progress
+
+    from conveyor.config import load_pipeline_config, pipeline_path
+    from conveyor.traffic import send_traffic
+
+    config = load_pipeline_config(pipeline_path(args.pipeline, settings.pipelines_dir))
+    url = args.url or config.deploy.service_url
+    label = "drifted" if args.drift else "normal"
+    with Progress(console=console) as progress:
+        bar = progress.add_task(f"{label} requests to {url}", total=args.rows)
+        counts = send_traffic(
+            url,
+            args.dataset or args.pipeline,
+            args.rows,
+            drift=args.drift,
+            seed=args.seed,
+            progress=lambda n: progress.advance(bar, n),
+        )
+    console.print(f"Sent {counts['sent']} {label} predictions ({counts['failed']} failed)")
+    if args.no_monitor:
+        return 0 if counts["failed"] == 0 else 1
+    return _run_monitor(settings, args.pipeline, timeout=args.timeout)
+
+
+def _run_monitor(settings: Settings, pipeline: str, *, timeout: float) -> int:
+    """Trigger conveyor_monitor_<pipeline> on the running Airflow and print its outcome."""
+    import time
+
+    from conveyor.supervisor import AirflowClient, AirflowSupervisor
+
+    if AirflowSupervisor(settings).read_state() is None:
+        console.print(
+            "Airflow is not running (make demo starts it): the monitoring DAG runs on its "
+            "schedule once it is up."
+        )
+        return 0
+    dag_id = f"conveyor_monitor_{pipeline}"
+    # let the service's prediction log flush (it writes every second)
+    time.sleep(2)
+    with AirflowClient.for_settings(settings) as client:
+        client.wait_for_dag(dag_id, timeout=120)
+        client.unpause(dag_id)
+        run_id = client.trigger(dag_id)
+        console.print(f"Triggered {dag_id} run [bold]{run_id}[/]")
+        result = client.wait_for_run(dag_id, run_id, timeout=timeout)
+        outcome = (
+            client.request(
+                "GET",
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_drift/xcomEntries/return_value",
+                params={"deserialize": "true"},
+            )
+            .json()
+            .get("value")
+            or {}
+        )
+    if isinstance(outcome, str):
+        outcome = json.loads(outcome)
+    console.print(f"{dag_id}: [bold]{outcome.get('status', result.state)}[/]")
+    console.print(outcome.get("message", ""))
+    if outcome.get("status") == "retrain":
+        console.print(f"A train_{pipeline} run starts on the requested data revision.")
+    return 0 if str(result.state) == "success" else 1
+
+
 def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -> dict:
     """What a training run produced, read back from MLflow."""
     from conveyor import tracking
@@ -467,6 +533,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     new_data.add_argument("--drift", action="store_true", help="shift feature distributions")
     new_data.set_defaults(func=cmd_demo_new_data)
+
+    traffic = demo.add_parser(
+        "traffic", help="send requests to the model service, then run the monitoring DAG"
+    )
+    traffic.add_argument("--pipeline", default="breast_cancer")
+    traffic.add_argument("--dataset", default=None, help="demo dataset (default: the pipeline)")
+    traffic.add_argument("--rows", type=int, default=500)
+    traffic.add_argument("--drift", action="store_true", help="shift five features by +60 %%")
+    traffic.add_argument("--url", default=None, help="service URL (default: deploy.service_url)")
+    traffic.add_argument("--seed", type=int, default=0)
+    traffic.add_argument("--no-monitor", action="store_true", help="only send the requests")
+    traffic.add_argument("--timeout", type=float, default=600)
+    traffic.set_defaults(func=cmd_demo_traffic)
 
     up_demo = demo.add_parser(
         "up", help="start Airflow + MLflow UI, train through the scheduler, start the model service"

@@ -134,13 +134,36 @@ class DeploySpec(_Strict):
 
 
 class MonitorSpec(_Strict):
-    """Drift monitoring settings (used by the monitoring DAG)."""
+    """Monitoring of the served model (the ``conveyor_monitor_<name>`` DAG)."""
 
-    schedule: str | None = None
-    psi_threshold: float = Field(default=0.2, gt=0)
-    ks_pvalue: float = Field(default=0.01, gt=0, lt=1)
-    drift_share: float = Field(default=0.3, gt=0, le=1)
-    min_rows: int = Field(default=200, ge=1)
+    schedule: str | None = Field(
+        default=None, description="Cron or preset of the monitoring DAG; none: manual only."
+    )
+    window_hours: float = Field(
+        default=24.0, gt=0, description="How far back each check reads the prediction log."
+    )
+    psi_threshold: float = Field(default=0.2, gt=0, description="PSI at which a feature drifts.")
+    ks_pvalue: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="KS / chi-square p-value below which a feature drifts.",
+    )
+    drift_share: float = Field(
+        default=0.3, gt=0, le=1, description="Share of drifted features that means dataset drift."
+    )
+    min_rows: int = Field(
+        default=200, ge=1, description="Fewer predictions in the window: no verdict."
+    )
+    labels: str | None = Field(
+        default=None,
+        description="Path or URL of delivered labels (csv/jsonl/parquet with id, label); "
+        "enables the live-performance check.",
+    )
+    min_labels: int = Field(default=50, ge=1, description="Labelled predictions needed.")
+    max_metric_drop: float = Field(
+        default=0.05, ge=0, description="How much worse than registered the live metric may be."
+    )
 
 
 class PipelineConfig(_Strict):

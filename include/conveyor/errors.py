@@ -50,3 +50,7 @@ class RegistryError(ConveyorError):
 
 class DeployError(ConveyorError):
     """A deployment could not be completed (and was rolled back where needed)."""
+
+
+class DriftError(ConveyorError):
+    """A drift check cannot run: no reference profile, or the window lacks features."""

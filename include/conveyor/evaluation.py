@@ -21,6 +21,43 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def score(
+    y: Any,
+    predicted: Any,
+    task: str,
+    *,
+    proba: Any = None,
+    classes: Any = None,
+) -> dict[str, float]:
+    """Every metric of ``task`` from true values, predictions and (optionally) probabilities.
+
+    Shared by the held-out evaluation and the live-performance check, so a metric means
+    the same in both places. ``proba`` is an (n, n_classes) array in ``classes`` order.
+    """
+    import numpy as np
+    from sklearn import metrics as skm
+
+    if task == "regression":
+        return {
+            "rmse": float(skm.root_mean_squared_error(y, predicted)),
+            "mae": float(skm.mean_absolute_error(y, predicted)),
+            "r2": float(skm.r2_score(y, predicted)),
+        }
+    binary = len(np.unique(y)) <= 2 and (classes is None or len(classes) <= 2)
+    result = {
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "f1": float(skm.f1_score(y, predicted, average="binary" if binary else "macro")),
+    }
+    if proba is not None and len(np.unique(y)) > 1:
+        if binary:
+            result["roc_auc"] = float(skm.roc_auc_score(y, np.asarray(proba)[:, 1]))
+        else:
+            result["roc_auc"] = float(
+                skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+            )
+    return result
+
+
 def compute_metrics(model: Any, test: pd.DataFrame, config: PipelineConfig) -> dict[str, float]:
     """Every metric defined for the config's task, computed on ``test``.
 
@@ -29,35 +66,15 @@ def compute_metrics(model: Any, test: pd.DataFrame, config: PipelineConfig) -> d
     TrainingError
         If the model cannot score the frame (e.g. a production model trained on other columns).
     """
-    import numpy as np
-    from sklearn import metrics as skm
-
     from conveyor.splits import features_and_target
 
     X, y = features_and_target(test, config)
     try:
         predicted = model.predict(X)
-        if config.task == "regression":
-            return {
-                "rmse": float(skm.root_mean_squared_error(y, predicted)),
-                "mae": float(skm.mean_absolute_error(y, predicted)),
-                "r2": float(skm.r2_score(y, predicted)),
-            }
-        classes = np.unique(y)
-        binary = len(classes) <= 2
-        result = {
-            "accuracy": float(skm.accuracy_score(y, predicted)),
-            "f1": float(skm.f1_score(y, predicted, average="binary" if binary else "macro")),
-        }
-        if hasattr(model, "predict_proba"):
-            proba = model.predict_proba(X)
-            if binary:
-                result["roc_auc"] = float(skm.roc_auc_score(y, proba[:, 1]))
-            else:
-                result["roc_auc"] = float(
-                    skm.roc_auc_score(y, proba, multi_class="ovr", labels=model.classes_)
-                )
-        return result
+        proba = classes = None
+        if config.task == "classification" and hasattr(model, "predict_proba"):
+            proba, classes = model.predict_proba(X), model.classes_
+        return score(y, predicted, config.task, proba=proba, classes=classes)
     except (ValueError, KeyError, AttributeError) as exc:
         raise TrainingError(f"Cannot score the held-out split: {exc}") from exc
 

@@ -20,6 +20,7 @@ from airflow.sdk import DAG, Asset, AssetWatcher, Param
 
 from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
 from conveyor.settings import Settings
+from conveyor_airflow.notifiers import ConveyorNotifier
 from conveyor_airflow.operators import (
     ConveyorApprovalOperator,
     DataValidationOperator,
@@ -33,6 +34,7 @@ from conveyor_airflow.operators import (
     TrainModelOperator,
 )
 from conveyor_airflow.operators.deploy import approval_params
+from conveyor_airflow.operators.monitor import DriftCheckOperator, RequestRetrainingOperator
 from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
 
 #: Pool that bounds concurrent training on a small machine (created by `conveyor airflow-init`).
@@ -144,6 +146,8 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(minutes=30),
+        # logged always; POSTed to the `conveyor_webhook` connection when defined
+        "on_failure_callback": ConveyorNotifier(event="task_failed"),
     }
     with DAG(
         dag_id=training_dag_id(config.name),
@@ -339,4 +343,51 @@ def build_watch_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DA
             get_current_context()["outlet_events"][asset].extra = {"payload": payload}
 
         announce(wait.output)
+    return dag
+
+
+def monitor_dag_id(name: str) -> str:
+    """DAG id of pipeline ``name``'s monitoring DAG."""
+    return f"conveyor_monitor_{name}"
+
+
+def build_monitor_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DAG:
+    """Drift and live-performance monitoring of pipeline ``name``'s production model.
+
+    check_drift → request_retraining. The check reads the prediction log window, writes
+    the drift report and notifies on drift; ``request_retraining`` records an event on the
+    pipeline's data asset (which starts the training DAG) only when there is drift *and*
+    data production was not trained on. Scheduled by ``monitor.schedule`` (manual if none).
+    """
+    settings = Settings.from_env()
+    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
+    config = load_pipeline_config(pipeline_path(name, directory))
+    # Same Asset definition as the training DAG's, watcher included (see build_watch_dag).
+    asset = data_asset(config, settings)
+    with DAG(
+        dag_id=monitor_dag_id(config.name),
+        description=f"Drift and live performance of {config.name}'s production model",
+        schedule=config.monitor.schedule,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["conveyor", "monitoring", *config.tags],
+        default_args={
+            "owner": "conveyor",
+            "retries": 2,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+            "execution_timeout": timedelta(minutes=30),
+            "on_failure_callback": ConveyorNotifier(event="task_failed"),
+        },
+        doc_md=build_monitor_dag.__doc__,
+    ) as dag:
+        check = DriftCheckOperator(task_id="check_drift", pipeline=config.name)
+        RequestRetrainingOperator(
+            task_id="request_retraining",
+            pipeline=config.name,
+            outcome=check.output,
+            outlets=[asset],
+            retries=0,
+        )
     return dag

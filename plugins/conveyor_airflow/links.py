@@ -63,6 +63,10 @@ class DataDocsLink(_XComLink):
     name = "Data Docs"
 
 
+class DriftReportLink(_XComLink):
+    name = "Drift report"
+
+
 class ModelServiceLink(_XComLink):
     name = "Model service"
 

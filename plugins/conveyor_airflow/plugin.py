@@ -17,6 +17,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from conveyor_airflow.links import (
     DataDocsLink,
+    DriftReportLink,
     MlflowRunLink,
     ModelServiceLink,
     ModelVersionLink,
@@ -37,6 +38,7 @@ class ConveyorPlugin(AirflowPlugin):
         MlflowRunLink(),
         ModelVersionLink(),
         DataDocsLink(),
+        DriftReportLink(),
         ModelServiceLink(),
     ]
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [

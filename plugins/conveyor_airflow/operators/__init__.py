@@ -7,6 +7,7 @@ from conveyor_airflow.operators.deploy import (
 )
 from conveyor_airflow.operators.evaluate import EvaluateModelOperator
 from conveyor_airflow.operators.gate import ModelGateOperator
+from conveyor_airflow.operators.monitor import DriftCheckOperator, RequestRetrainingOperator
 from conveyor_airflow.operators.pull import DvcPullOperator, ResolveInputsOperator
 from conveyor_airflow.operators.register import RegisterModelOperator
 from conveyor_airflow.operators.train import TrainModelOperator
@@ -16,10 +17,12 @@ __all__ = [
     "ConveyorApprovalOperator",
     "DataValidationOperator",
     "DeployModelOperator",
+    "DriftCheckOperator",
     "DvcPullOperator",
     "EvaluateModelOperator",
     "ModelGateOperator",
     "RegisterModelOperator",
+    "RequestRetrainingOperator",
     "ResolveInputsOperator",
     "RollbackModelOperator",
     "TrainModelOperator",

@@ -96,12 +96,16 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
         self.log.info("Cache key %s: %s", result.cache_key, result.reason)
         if result.skip:
             raise AirflowSkipException(f"Skipping the run: {result.reason}")
+        trigger_reason = None
+        if source == "asset_event":
+            trigger_reason = (event_payload(context) or {}).get("reason") or "new data version"
+            self.log.info("Started by a data asset event: %s", trigger_reason)
         # About to train: fail now, not after pulling and validating, if the estimator
         # path in the YAML is wrong (checking it at parse time would import sklearn).
         from conveyor.training import load_estimator_class
 
         load_estimator_class(self.config.model.estimator)
-        return result.to_dict()
+        return {**result.to_dict(), "trigger_reason": trigger_reason}
 
 
 class DvcPullOperator(_RevisionMixin, ConveyorOperator):
@@ -149,6 +153,7 @@ class DvcPullOperator(_RevisionMixin, ConveyorOperator):
         result.pop("local_path", None)
         if self.inputs:
             result["cache_key"] = self.inputs["cache_key"]
+            result["trigger_reason"] = self.inputs.get("trigger_reason")
         self.log.info(
             "Pinned data: git sha %s, md5 %s -> %s", snapshot.git_sha, snapshot.md5, data_uri
         )

@@ -98,6 +98,8 @@ class RegisterModelOperator(ConveyorOperator):
                 "reasons": self.gate["reasons"],
             },
             estimator=cfg.model.estimator,
+            reference_profile=self.training.get("reference_profile"),
+            trigger_reason=self.data.get("trigger_reason"),
         )
         version, created = register_version(
             client,

@@ -45,6 +45,7 @@ class TrainModelOperator(ConveyorOperator):
         import yaml
 
         from conveyor import tracking
+        from conveyor.drift import PROFILE_ARTIFACT, build_profile
         from conveyor.lineage import project_git_rev
         from conveyor.registry import lineage_tags
         from conveyor.splits import split_frame
@@ -78,6 +79,9 @@ class TrainModelOperator(ConveyorOperator):
             )
             mlflow.log_metric("train_rows", result.train_rows)
             mlflow.log_metric("fit_seconds", result.fit_seconds)
+            # The monitoring DAG compares live inputs with this, never re-pulling the data.
+            profile = build_profile(train, cfg, seed=cfg.split.seed)
+            mlflow.log_dict(profile, PROFILE_ARTIFACT)
         self.log.info("Logged model %s in MLflow run %s", model_uri, run.info.run_id)
         push_link(context, MlflowRunLink, mlflow_run_url(experiment_id, run.info.run_id))
         return {
@@ -89,4 +93,5 @@ class TrainModelOperator(ConveyorOperator):
             "cv_score": result.cv_score,
             "train_rows": result.train_rows,
             "fit_seconds": round(result.fit_seconds, 3),
+            "reference_profile": f"runs:/{run.info.run_id}/{PROFILE_ARTIFACT}",
         }
