@@ -9,13 +9,14 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export DO_NOT_TRACK = 1
 PYTEST_ARGS ?=
 
-.PHONY: help uv system-deps test-distributed install demo demo-init demo-up demo-run stop status new-data test lint format bench clean
+.PHONY: help uv system-deps test-distributed install demo demo-init demo-up demo-run stop status new-data traffic test lint format bench clean
 
 help:
 	@echo "make demo   install, create the demo, start Airflow + MLflow UI, train breast_cancer, serve it"
 	@echo "make stop   stop everything make demo started"
 	@echo "make test   install and run ruff + the whole test suite"
 	@echo "make new-data [DRIFT=1]  push a new demo data version (a running Airflow retrains)"
+	@echo "make traffic [DRIFT=1]   send requests to the model service, then run the monitor"
 	@echo "make bench  run the benchmarks in bench/"
 	@echo "make clean  remove all runtime state (.conveyor/)"
 
@@ -46,6 +47,9 @@ status:
 new-data:
 	$(UV) run --frozen conveyor demo new-data $(if $(DRIFT),--drift,)
 
+traffic:
+	$(UV) run --frozen conveyor demo traffic $(if $(DRIFT),--drift,)
+
 lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
@@ -54,22 +58,35 @@ format: install
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
-# Debian packages some system tests need (distributed runtime, browser test); installed
-# only when missing, and only where we may (root with apt-get, as in CI).
+# Debian packages the system tests need: postgresql and redis-server (the distributed
+# runtime, tests/system/test_distributed.py) and chromium (the browser test). A package is
+# missing when dpkg does not list it as installed or its program is not found. Installed
+# only where we may (root with apt-get, as in CI); elsewhere the tests that need them skip
+# with the install command -- except under CI=true, where they fail.
+SYSTEM_PACKAGES := postgresql redis-server chromium
 system-deps:
 	@missing=""; \
-	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing Debian packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else echo "Missing Debian packages:$$missing (install them with apt-get; the tests that need them will fail)"; fi; \
-	fi
+	for pkg in $(SYSTEM_PACKAGES); do \
+	  case $$pkg in \
+	    postgresql) found=$$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || command -v initdb);; \
+	    *) found=$$(command -v $$pkg);; \
+	  esac; \
+	  if [ -z "$$found" ]; then missing="$$missing $$pkg"; \
+	  elif command -v dpkg-query >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	    && ! dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed'; then \
+	    missing="$$missing $$pkg"; fi; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  apt-get update -qq -o DPkg::Lock::Timeout=300 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends $$missing >/dev/null || exit 1; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null && command -v chromium >/dev/null \
+	    || { echo "system-deps: installed$$missing but a program is still missing" >&2; exit 1; }; \
+	else echo "Missing Debian packages:$$missing (as root: apt-get install -y$$missing; the tests that need them skip, or fail under CI=true)"; fi
 
+# The distributed runtime alone (also part of `make test`).
 test-distributed: install system-deps
-	CONVEYOR_DISTRIBUTED_TESTS=1 $(UV) run --frozen pytest tests/system/test_compose.py tests/system/test_distributed.py
+	$(UV) run --frozen pytest tests/system/test_compose.py tests/system/test_distributed.py $(PYTEST_ARGS)
 
 test: lint system-deps
 	$(UV) run --frozen pytest $(PYTEST_ARGS)

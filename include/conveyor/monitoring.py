@@ -167,10 +167,11 @@ def live_performance(
     proba = classes = None
     if config.task == "classification":
         if all(isinstance(p, dict) and p for p in joined["_probabilities"]):
-            classes = sorted(joined["_probabilities"].iloc[0], key=_class_order)
-            proba = np.array([[p.get(c, 0.0) for c in classes] for p in joined["_probabilities"]])
-        y = joined["label"].astype(str).to_numpy()
-        predicted = joined["_prediction"].astype(str).to_numpy()
+            keys = sorted(joined["_probabilities"].iloc[0], key=_class_order)
+            proba = np.array([[p.get(c, 0.0) for c in keys] for p in joined["_probabilities"]])
+            classes = _as_classes(keys)
+        y = _as_classes(joined["label"])
+        predicted = _as_classes(joined["_prediction"])
     else:
         y = joined["label"].astype(float).to_numpy()
         predicted = joined["_prediction"].astype(float).to_numpy()
@@ -190,6 +191,19 @@ def live_performance(
         all_live_metrics={k: round(v, 6) for k, v in live.items()},
     )
     return result
+
+
+def _as_classes(values: Any) -> Any:
+    """Class labels as the model's ``classes_`` hold them: integers when every label is an
+    integral number (JSON and CSV turn ``1`` into ``"1"`` or ``1.0``), else strings."""
+    import numpy as np
+    import pandas as pd
+
+    series = pd.Series(list(values))
+    numbers = pd.to_numeric(series, errors="coerce")
+    if numbers.notna().all() and (numbers == numbers.round()).all():
+        return numbers.astype("int64").to_numpy()
+    return series.astype(str).to_numpy(dtype=object) if len(series) else np.array([])
 
 
 def _class_order(label: str) -> tuple[int, float | str]:
