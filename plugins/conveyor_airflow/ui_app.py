@@ -19,8 +19,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from conveyor.artifacts import join_url
 from conveyor.overview import pipeline_overview
 from conveyor.settings import Settings
+from conveyor_airflow.links import artifact_href
 
 app = FastAPI(title="Conveyor", description="Conveyor pipeline overview and run artifacts")
+
+
+def _report_link(url: str | None) -> str:
+    """A link to a report in the artifact store, served by this app's /artifacts route."""
+    href = artifact_href(url, Settings.from_env().artifact_root)
+    return f' · <a href="{html.escape(href)}">report</a>' if href else ""
 
 
 def _cell(value: Any) -> str:
@@ -84,7 +91,9 @@ def render_overview(entries: list[dict[str, Any]]) -> str:
             (
                 "Last drift check",
                 (
-                    f"{_cell(drift.get('verdict') or drift.get('status'))} · run {_cell(drift.get('run'))}"
+                    f'<span class="{"bad" if drift.get("alarm") else "ok"}">'
+                    f"{_cell(drift.get('status'))}</span> · run {_cell(drift.get('run'))}"
+                    + _report_link(drift.get("report_uri"))
                     if drift
                     else '<span class="muted">none yet</span>'
                 ),

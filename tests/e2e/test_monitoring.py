@@ -192,3 +192,13 @@ def test_drift_with_new_data_requests_retraining_on_it(env):
 
 
 sys.path.insert(0, str(REPO / "tests"))
+
+
+def test_overview_shows_the_last_drift_check(env):
+    from conveyor.overview import pipeline_overview
+
+    settings, _, _ = env
+    entry = next(e for e in pipeline_overview(settings) if e["name"] == NAME)
+    last = entry["last_drift_check"]
+    assert last["status"] == "retrain" and last["alarm"] is True
+    assert last["report_uri"].endswith("/report/index.html")

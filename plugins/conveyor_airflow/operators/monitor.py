@@ -52,7 +52,7 @@ class DriftCheckOperator(ConveyorOperator):
                 root = out.put_dir(Path(tmp), "report")
                 result["report_uri"] = f"{root}/index.html"
                 result["report_files"] = {name: f"{root}/{name}" for name in outcome.report_files}
-            out.write_json("outcome.json", result)
+            out.write_json("summary.json", result)  # read by the /conveyor overview
         self.log.info("Monitoring outcome for %s: %s", self.config.name, outcome.status)
         self.log.info("%s", outcome.message)
         if outcome.drift:
