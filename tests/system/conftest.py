@@ -26,6 +26,29 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Run the distributed stack's tests before the first test that uses the session's
+    Airflow server: the stack is torn down at the end of its module, while the session
+    server lives until the end of the session, so this way the two Airflows never run at
+    the same time on a 2-core machine."""
+    first = next(
+        (
+            i
+            for i, item in enumerate(items)
+            if "airflow_server" in getattr(item, "fixturenames", ())
+        ),
+        None,
+    )
+    if first is None:
+        return
+    distributed = [item for item in items[first:] if item.path.name == "test_distributed.py"]
+    if distributed:
+        moved = set(map(id, distributed))
+        items[first:] = distributed + [item for item in items[first:] if id(item) not in moved]
+
+
 def live(pids: set[int]) -> set[int]:
     """The PIDs of ``pids`` that still run (zombies count as gone)."""
     alive = set()

@@ -9,19 +9,22 @@ Conveyor's supervisor plus one ``airflow celery worker --concurrency 2``; an MLf
 a Postgres store and the model service complete the picture. The run is triggered through the
 REST API and must end with its model registered, deployed and served.
 
+Runs by default (``make test`` installs the Debian packages through ``make system-deps``).
 Without PostgreSQL or Redis the tests are skipped with the install command; under CI
-(``CI`` set) they fail instead, so a missing install step cannot hide behind a green run.
+(``CI=true``) they fail instead, so a missing install step cannot hide behind a green run.
+``CONVEYOR_SKIP_DISTRIBUTED_TESTS=1`` skips them on request. The stack starts once for the
+module (one fixture) and every test checks another side of the same training run.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from services.deps import opt_out_mark, require
 from services.stack import (
     APT_PACKAGES,
     BUCKETS,
@@ -35,16 +38,12 @@ from services.stack import (
 from conveyor.artifacts import safe_segment
 from conveyor.supervisor import port_free, session_members
 
-#: Generous: each wait inside is bounded on its own; a busy 2-core machine needs the room.
-# Opt-in for now (CONVEYOR_DISTRIBUTED_TESTS=1 or `make test-distributed`): green here by
-# hand (5 passed, ~3.5 min on a quiet machine) but not yet through a clean-clone CI run.
 pytestmark = [
     pytest.mark.system,
+    opt_out_mark("CONVEYOR_SKIP_DISTRIBUTED_TESTS", "the distributed stack tests"),
+    # Generous: the first test also starts the stack; every wait inside has its own bound,
+    # and a busy 2-core machine needs the room.
     pytest.mark.timeout(1800),
-    pytest.mark.skipif(
-        os.environ.get("CONVEYOR_DISTRIBUTED_TESTS") != "1",
-        reason="distributed stack test is opt-in: CONVEYOR_DISTRIBUTED_TESTS=1 / make test-distributed",
-    ),
 ]
 
 DAG_ID = "train_breast_cancer"
@@ -57,19 +56,13 @@ RUN_TIMEOUT = 900
 
 def require_services() -> None:
     problems = missing_binaries()
-    if problems:
-        problems[-1] += f" (apt-get install -y {' '.join(APT_PACKAGES)})"
     try:
         import asyncpg  # noqa: F401  (Airflow 3's async metadata-DB engine on Postgres)
     except ImportError:
         problems.append(
             "the asyncpg package, Airflow's async Postgres driver (a project dependency)"
         )
-    if problems:
-        message = f"The distributed stack needs: {'; '.join(problems)}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(problems, "The distributed stack", f"apt-get install -y {' '.join(APT_PACKAGES)}")
 
 
 @pytest.fixture(scope="module")

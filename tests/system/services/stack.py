@@ -32,6 +32,7 @@ import glob
 import json
 import logging
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -146,9 +147,26 @@ def missing_binaries() -> list[str]:
         missing.append("PostgreSQL server (initdb, pg_ctl)")
     if redis_server() is None:
         missing.append("redis-server")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        missing.append("runuser (util-linux), to run initdb as the postgres user")
+    if os.geteuid() == 0:
+        # initdb refuses root: the cluster runs as Debian's `postgres` user, via runuser.
+        if shutil.which("runuser") is None:
+            missing.append("runuser (util-linux), to run initdb as the postgres user")
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            missing.append("the `postgres` system user (created by Debian's postgresql package)")
     return missing
+
+
+def distinct_free_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A free loopback port for each name, no two the same (the OS may hand one out twice
+    when each probe socket is closed before the next)."""
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = free_port()
+        if port not in ports.values():
+            ports[names[len(ports)]] = port
+    return ports
 
 
 def venv_bin(name: str) -> str:
@@ -462,7 +480,7 @@ class NativeStack:
         t0 = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
         names = ("postgres", "redis", "s3", "mlflow", "airflow", "model")
-        self.ports = {k: free_port() for k in names}
+        self.ports = distinct_free_ports(names)
         self.env = env = self.build_env()
         dags = Path(env["AIRFLOW__CORE__DAGS_FOLDER"])
         dags.mkdir(parents=True, exist_ok=True)
