@@ -67,7 +67,9 @@ def test_disk_full_fails_clearly_and_keeps_previous_artifacts(first_attempt, sha
         timeout=120,
     )
     assert done.returncode != 0 and "attempt 2 complete" not in done.stdout
-    error = done.stderr.strip().splitlines()[-1]
+    [error] = [
+        line for line in done.stderr.splitlines() if line.startswith("OSError: [Errno 27] Cannot")
+    ]
     # One line saying what could not be written, where, why, and what to do.
     assert where in error and "File too large" in error, done.stderr
     assert "free space" in error, error

@@ -96,9 +96,10 @@ class CuttableProxy:
                     break
                 if from_client and self.trigger in data:
                     armed.set()
-                dst.sendall(data)
                 if not from_client and armed.is_set():
-                    self.dark.set()  # the trigger's reply is on its way: dark from now on
+                    # Dark *before* the reply leaves: the client cannot get a request in.
+                    self.dark.set()
+                dst.sendall(data)
         except OSError:
             pass
         finally:
