@@ -127,11 +127,34 @@ def cmd_demo_traffic(args: argparse.Namespace, settings: Settings) -> int:
     return _run_monitor(settings, args.pipeline, timeout=args.timeout)
 
 
-def _run_monitor(settings: Settings, pipeline: str, *, timeout: float) -> int:
-    """Trigger conveyor_monitor_<pipeline> on the running Airflow and print its outcome."""
+def trigger_monitor(settings: Settings, pipeline: str, *, timeout: float) -> tuple[str, dict]:
+    """Run conveyor_monitor_<pipeline> once on the running Airflow: (run state, outcome)."""
     import time
 
-    from conveyor.supervisor import AirflowClient, AirflowSupervisor
+    from conveyor.supervisor import AirflowClient
+
+    dag_id = f"conveyor_monitor_{pipeline}"
+    time.sleep(2)  # let the service's prediction log flush (it writes every second)
+    with AirflowClient.for_settings(settings) as client:
+        client.wait_for_dag(dag_id, timeout=120)
+        client.unpause(dag_id)
+        run_id = client.trigger(dag_id)
+        console.print(f"Triggered {dag_id} run [bold]{run_id}[/]")
+        result = client.wait_for_run(dag_id, run_id, timeout=timeout)
+        outcome = client.request(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_drift/xcomEntries/return_value",
+            ok=(200, 404),
+        )
+    value = outcome.json().get("value") if outcome.status_code == 200 else None
+    if isinstance(value, str):
+        value = json.loads(value)
+    return str(result.state), value or {}
+
+
+def _run_monitor(settings: Settings, pipeline: str, *, timeout: float) -> int:
+    """Trigger the monitoring DAG if Airflow is up and print its outcome."""
+    from conveyor.supervisor import AirflowSupervisor
 
     if AirflowSupervisor(settings).read_state() is None:
         console.print(
@@ -139,32 +162,12 @@ def _run_monitor(settings: Settings, pipeline: str, *, timeout: float) -> int:
             "schedule once it is up."
         )
         return 0
-    dag_id = f"conveyor_monitor_{pipeline}"
-    # let the service's prediction log flush (it writes every second)
-    time.sleep(2)
-    with AirflowClient.for_settings(settings) as client:
-        client.wait_for_dag(dag_id, timeout=120)
-        client.unpause(dag_id)
-        run_id = client.trigger(dag_id)
-        console.print(f"Triggered {dag_id} run [bold]{run_id}[/]")
-        result = client.wait_for_run(dag_id, run_id, timeout=timeout)
-        outcome = (
-            client.request(
-                "GET",
-                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_drift/xcomEntries/return_value",
-                params={"deserialize": "true"},
-            )
-            .json()
-            .get("value")
-            or {}
-        )
-    if isinstance(outcome, str):
-        outcome = json.loads(outcome)
-    console.print(f"{dag_id}: [bold]{outcome.get('status', result.state)}[/]")
+    state, outcome = trigger_monitor(settings, pipeline, timeout=timeout)
+    console.print(f"conveyor_monitor_{pipeline}: [bold]{outcome.get('status', state)}[/]")
     console.print(outcome.get("message", ""))
     if outcome.get("status") == "retrain":
         console.print(f"A train_{pipeline} run starts on the requested data revision.")
-    return 0 if str(result.state) == "success" else 1
+    return 0 if state == "success" else 1
 
 
 def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -> dict:
@@ -540,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--pipeline", default="breast_cancer")
     traffic.add_argument("--dataset", default=None, help="demo dataset (default: the pipeline)")
     traffic.add_argument("--rows", type=int, default=500)
-    traffic.add_argument("--drift", action="store_true", help="shift five features by +60 %%")
+    traffic.add_argument("--drift", action="store_true", help="shift ten features by +60 %%")
     traffic.add_argument("--url", default=None, help="service URL (default: deploy.service_url)")
     traffic.add_argument("--seed", type=int, default=0)
     traffic.add_argument("--no-monitor", action="store_true", help="only send the requests")

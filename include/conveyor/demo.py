@@ -68,7 +68,7 @@ def new_data_version(
     """Commit and push a new version of a demo dataset; returns (commit sha, md5).
 
     The new version is the original rows plus a bootstrap sample with small measurement
-    noise (a plausible "more data arrived"); with ``drift`` the first five features are
+    noise (a plausible "more data arrived"); with ``drift`` the first ten features are
     shifted by +60 % so drift monitoring has something to find. Ranges stay within the
     pipeline's expectations, so the data still validates.
     """
@@ -88,8 +88,10 @@ def new_data_version(
     extra[features] = (extra[features] * noise).clip(lower=0)
     new = pd.concat([frame, extra], ignore_index=True)
     if drift:
-        shifted = features[:5]
-        new[shifted] = new[shifted] * 1.6
+        from conveyor.traffic import DRIFT_FACTOR, DRIFT_FEATURES
+
+        shifted = features[:DRIFT_FEATURES]
+        new[shifted] = new[shifted] * DRIFT_FACTOR
     with tempfile.TemporaryDirectory(prefix="conveyor-new-data-") as tmp:
         csv = Path(tmp) / f"{name}.csv"
         new.to_csv(csv, index=False)

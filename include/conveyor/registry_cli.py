@@ -1,4 +1,4 @@
-"""``conveyor models show|lineage|promote|rollback|audit``: the registry from a terminal.
+"""``conveyor models show|lineage|reproduce|promote|rollback|audit``: the registry from a terminal.
 
 Registered by :func:`register_commands` on the ``models`` sub-command parser of
 ``conveyor.cli``. Promotion and rollback go through the same verified switch as the
@@ -56,6 +56,24 @@ def cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
     for key, value in facts.items():
         print(f"{key}: {value}")
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.reproduce import reproduce
+
+    result = reproduce(settings, args.pipeline, args.version)
+    print(
+        f"{result.name} v{result.version}: retrained on {result.data_git_sha[:10]} "
+        f"(md5 {result.data_md5})"
+    )
+    for metric, registered in sorted(result.registered.items()):
+        again = result.reproduced.get(metric)
+        mark = (
+            "identical" if again == registered else f"differs by {result.differences[metric]:.3g}"
+        )
+        print(f"  {metric:<10} registered {registered!r:<22} reproduced {again!r:<22} {mark}")
+    print("REPRODUCED EXACTLY" if result.identical else "NOT IDENTICAL")
+    return 0 if result.identical else 1
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,6 +134,13 @@ def register_commands(models: Any) -> None:
     lineage.add_argument("pipeline")
     lineage.add_argument("version")
     lineage.set_defaults(func=cmd_lineage)
+
+    again = models.add_parser(
+        "reproduce", help="retrain VERSION from its recorded data, config and seed; compare"
+    )
+    again.add_argument("pipeline")
+    again.add_argument("version")
+    again.set_defaults(func=cmd_reproduce)
 
     audit = models.add_parser("audit", help="promotions, rollbacks and rejections, oldest first")
     audit.add_argument("pipeline")

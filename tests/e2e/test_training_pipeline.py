@@ -222,3 +222,17 @@ def test_unknown_estimator_fails_in_the_first_task(env, capfd):
     out = capfd.readouterr()
     assert "has no estimator class 'Ridgee'" in out.out + out.err
     assert versions(client, "typo_estimator") == []
+
+
+def test_reproduce_gives_identical_metrics(env, capsys):
+    """`conveyor models reproduce` retrains production from its lineage alone."""
+    from conveyor.cli import main
+
+    _, client = env
+    production = version_by_alias(client, "breast_cancer", PRODUCTION)
+    assert main(["models", "reproduce", "breast_cancer", str(production.version)]) == 0
+    out = capsys.readouterr().out
+    assert "REPRODUCED EXACTLY" in out
+    assert {"roc_auc", "accuracy", "f1"} <= {line.split()[0] for line in out.splitlines()[1:-1]}
+    assert main(["models", "reproduce", "breast_cancer", "999"]) == 1
+    assert "breast_cancer v999 is not in the registry" in capsys.readouterr().err
