@@ -298,6 +298,19 @@ def build_rollback_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
     return dag
 
 
+def _config_and_asset(name: str, pipelines_dir: str | Path | None) -> tuple[PipelineConfig, Asset]:
+    """Pipeline ``name``'s config and its data Asset, for DAGs that emit events on it.
+
+    The same Asset definition as the training DAG's, watcher included: Airflow syncs an
+    asset's watchers from every file that mentions it, so an outlet-only copy without the
+    watcher would remove the trigger on each parse of that file and re-add it on the next.
+    """
+    settings = Settings.from_env()
+    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
+    config = load_pipeline_config(pipeline_path(name, directory))
+    return config, data_asset(config, settings)
+
+
 def watch_dag_id(name: str) -> str:
     """DAG id of pipeline ``name``'s optional sensor-based data watcher."""
     return f"conveyor_watch_{name}"
@@ -315,13 +328,7 @@ def build_watch_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DA
 
     from conveyor_airflow.sensors.dvc_update import DvcUpdateSensor
 
-    settings = Settings.from_env()
-    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
-    config = load_pipeline_config(pipeline_path(name, directory))
-    # The same Asset definition as the training DAG's, watcher included: Airflow syncs an
-    # asset's watchers from every file that mentions it, so an outlet-only copy without the
-    # watcher would remove the trigger on each parse of this file and re-add it on the next.
-    asset = data_asset(config, settings)
+    config, asset = _config_and_asset(name, pipelines_dir)
     with DAG(
         dag_id=watch_dag_id(config.name),
         description=f"Watch {config.data.path} for new versions (sensor alternative to the asset watcher)",
@@ -359,11 +366,7 @@ def build_monitor_dag(name: str, *, pipelines_dir: str | Path | None = None) -> 
     pipeline's data asset (which starts the training DAG) only when there is drift *and*
     data production was not trained on. Scheduled by ``monitor.schedule`` (manual if none).
     """
-    settings = Settings.from_env()
-    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
-    config = load_pipeline_config(pipeline_path(name, directory))
-    # Same Asset definition as the training DAG's, watcher included (see build_watch_dag).
-    asset = data_asset(config, settings)
+    config, asset = _config_and_asset(name, pipelines_dir)
     with DAG(
         dag_id=monitor_dag_id(config.name),
         description=f"Drift and live performance of {config.name}'s production model",
