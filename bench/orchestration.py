@@ -157,6 +157,7 @@ def plain_worker(pipeline: str) -> None:
     # The imports a plain script would have at its top: every module the Airflow tasks
     # import (so the steps below time work, not lazy imports), each once.
     import importlib
+    import importlib.util
 
     import matplotlib
 
@@ -237,6 +238,11 @@ def plain_worker(pipeline: str) -> None:
             config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
         )
         mlflow.log_metric("train_rows", result.train_rows)
+        if importlib.util.find_spec("conveyor.drift") is not None:
+            # As the train task does since drift monitoring landed: the reference profile.
+            from conveyor.drift import PROFILE_ARTIFACT, build_profile
+
+            mlflow.log_dict(build_profile(train, cfg, seed=cfg.split.seed), PROFILE_ARTIFACT)
         lap("log_model")
         metrics = compute_metrics(result.model, test, cfg)
         version_by_alias(client, cfg.model_name, PRODUCTION)  # as the evaluate task does

@@ -269,7 +269,11 @@ def write_readme(
         "",
         f"Latest run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
         f"{'quick (tiny sizes)' if quick else 'default sizes'}"
-        + (f", total {total_s / 60:.1f} min for all scripts." if total_s else "."),
+        + (
+            f", total {total_s / 60:.1f} min for all scripts."
+            if total_s
+            else " (README rebuilt from the JSON files; each section gives its own date)."
+        ),
         "",
         machine_md(info),
         f"- 1-minute load average at the start of each script: "
