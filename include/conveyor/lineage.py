@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from functools import cache
 
@@ -13,7 +14,11 @@ TAG_PREFIX = "conveyor."
 
 @cache
 def project_git_rev() -> str:
-    """Commit of the project checkout the code runs from, ``+dirty`` if modified.
+    """Commit of the project checkout the code runs from, ``+dirty.<hash>`` if modified.
+
+    The hash is of ``git diff HEAD`` (tracked files), so two different uncommitted states
+    never share an identity: a cache key built on it cannot let an edited checkout skip
+    retraining on the strength of a model trained from other edits.
 
     Returns ``"unknown"`` when the code does not run from a git checkout (an installed
     wheel in a container image); the image tag is then the code's identity.
@@ -33,9 +38,17 @@ def project_git_rev() -> str:
             check=True,
             timeout=10,
         ).stdout.strip()
+        if not dirty:
+            return sha
+        diff = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "diff", "HEAD", "--no-ext-diff", "--binary"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{sha}+dirty" if dirty else sha
+    return f"{sha}+dirty.{hashlib.sha256(diff).hexdigest()[:12]}"
 
 
 def cache_key(data_md5: str, config_hash: str, code_rev: str) -> str:

@@ -93,3 +93,35 @@ def test_seed_is_applied(bc):
     config, _ = bc
     estimator = build_pipeline(config).named_steps["estimator"]
     assert estimator.random_state == config.split.seed
+
+
+def test_code_identity_of_a_dirty_checkout_depends_on_the_diff(tmp_path, monkeypatch):
+    """Two different uncommitted states must not share a cache key (a stale model)."""
+    import subprocess
+
+    import conveyor.lineage as lineage
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "code.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    monkeypatch.setattr(lineage, "REPO_ROOT", repo)
+
+    def identity() -> str:
+        lineage.project_git_rev.cache_clear()
+        return lineage.project_git_rev()
+
+    clean = identity()
+    assert len(clean) == 40 and "+" not in clean
+    (repo / "code.py").write_text("x = 2\n")
+    first = identity()
+    (repo / "code.py").write_text("x = 3\n")
+    second = identity()
+    assert first.startswith(clean + "+dirty.") and second.startswith(clean + "+dirty.")
+    assert first != second
+    (repo / "code.py").write_text("x = 2\n")
+    assert identity() == first
+    lineage.project_git_rev.cache_clear()
