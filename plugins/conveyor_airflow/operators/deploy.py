@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Param
 
 from conveyor_airflow.links import ModelServiceLink, ModelVersionLink, model_version_url, push_link
@@ -59,7 +59,15 @@ class ConveyorApprovalOperator(ApprovalOperator):
         self.registration = registration
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        ret = super().execute_complete(context=context, event=event)
+        # Record first: on Reject, ApprovalOperator skips the downstream tasks by raising
+        # (the task SDK ends the task there), so nothing after its execute_complete runs.
+        # HITLOperator's version validates the answer and returns it without skipping.
+        answer = HITLOperator.execute_complete(self, context=context, event=event)
+        self._record(context, answer)
+        return super().execute_complete(context=context, event=event)
+
+    def _record(self, context: Context, ret: dict[str, Any]) -> None:
+        """The decision, approver and comment on the model version (and audit on reject)."""
         from conveyor import tracking
         from conveyor.deploy import record_approval
         from conveyor.settings import Settings, disable_telemetry
@@ -87,7 +95,13 @@ class ConveyorApprovalOperator(ApprovalOperator):
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
         )
-        return ret
+        self.log.info(
+            "Recorded %s of %s v%s by %s",
+            "approval" if approved else "rejection",
+            registration["model_name"],
+            registration["version"],
+            user,
+        )
 
 
 class DeployModelOperator(ConveyorOperator):
