@@ -52,8 +52,9 @@ class TrainModelOperator(ConveyorOperator):
         from conveyor.training import log_model, train_model
 
         cfg = self.config
-        frame = read_snapshot(self.validation["snapshot_uri"])
-        train, _ = split_frame(frame, cfg)
+        # Keep only the training rows alive: the full frame and the test split would
+        # otherwise sit in memory through the fit (peak RSS, bench/memory.py).
+        train = split_frame(read_snapshot(self.validation["snapshot_uri"]), cfg)[0]
         client = tracking.configure(self.settings)
         experiment_id = tracking.ensure_experiment(client, cfg.name, self.settings)
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
