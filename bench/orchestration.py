@@ -704,6 +704,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="sizes 200, Airflow skipped")
     parser.add_argument("--no-import-probe", action="store_true", help="skip the import probe")
+    parser.add_argument(
+        "--preload",
+        action="store_true",
+        help="the scheduler imports the heavy task modules once and LocalExecutor tasks "
+        "inherit them (CONVEYOR_PRELOAD_MODULES=1, conveyor.airflow_preload)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
     parser.add_argument("--plain-worker", help=argparse.SUPPRESS)
     parser.add_argument("--probe-worker", help=argparse.SUPPRESS)
@@ -723,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.airflow, args.no_import_probe = "200", "none", True
     sizes = sorted(c.parse_sizes(args.sizes))
+    # Explicit either way, so a variable left in the shell cannot change the baseline.
+    os.environ["CONVEYOR_PRELOAD_MODULES"] = "1" if args.preload else ""
     os.environ.update(
         {
             "CONVEYOR_PIPELINES_DIR": str(home / "pipelines"),
@@ -745,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     warm = {"plain": ["bench_pwarm"], "airflow": ["bench_awarm"]}
     started = time.perf_counter()
     print(
-        f"Orchestration benchmark: sizes {sizes}, Airflow mode {args.airflow}, "
+        f"Orchestration benchmark: sizes {sizes}, Airflow mode {args.airflow}"
+        f"{' with scheduler preload' if args.preload else ''}, "
         f"{repeats} run(s) per size and way (the fastest counts)",
         flush=True,
     )
@@ -1014,6 +1023,7 @@ def report(
             "sizes": sizes,
             "airflow_mode": args.airflow,
             "airflow_label": label,
+            "preload": args.preload,
             "goals": {str(k): v for k, v in GOALS.items()},
             "per_size": per_size,
             "plain": {str(k): v for k, v in plain.items()},

@@ -7,8 +7,13 @@ variables document how a team points its own Airflow at Conveyor.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from conveyor.airflow_preload import requested_modules
 from conveyor.settings import REPO_ROOT, TELEMETRY_OFF, Settings
+
+# Holds Conveyor's airflow_local_settings.py (the scheduler preload hook).
+PRELOAD_SETTINGS_DIR = Path(__file__).with_name("airflow_config")
 
 
 def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -43,4 +48,10 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    if requested_modules(env):
+        # Opt-in (CONVEYOR_PRELOAD_MODULES): the scheduler imports the heavy task modules
+        # once and its forked LocalExecutor workers/tasks inherit them (conveyor.airflow_preload).
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(PRELOAD_SETTINGS_DIR) not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([str(PRELOAD_SETTINGS_DIR), *paths])
     return env

@@ -439,7 +439,9 @@ def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
     from conveyor.airflow_env import airflow_env
     from conveyor.supervisor import AirflowSupervisor, ProgressDisplay
 
-    env = airflow_env(settings)
+    # The scheduler imports the heavy task modules once and LocalExecutor tasks inherit
+    # them (conveyor.airflow_preload); CONVEYOR_PRELOAD_MODULES= (empty) turns it off.
+    env = airflow_env(settings, base={"CONVEYOR_PRELOAD_MODULES": "1", **os.environ})
     env["CONVEYOR_MLFLOW_UI_URL"] = f"http://127.0.0.1:{MLFLOW_UI_PORT}"
     env["CONVEYOR_ADMIN_TOKEN"] = _admin_token(settings)
     supervisor = AirflowSupervisor(settings, base_env=env)
