@@ -229,6 +229,16 @@ class DriftReport:
         }
 
 
+def _exceeded(score: float, psi_max: float, test: str, p_value: float, p_min: float) -> list[str]:
+    """Which thresholds a feature crossed, in words (empty: stable)."""
+    reasons = []
+    if score >= psi_max:
+        reasons.append(f"PSI {score:.3f} >= {psi_max}")
+    if p_value < p_min:
+        reasons.append(f"{test} p={p_value:.2g} < {p_min}")
+    return reasons
+
+
 def _numeric_drift(
     name: str, ref: dict[str, Any], values: pd.Series, psi_max: float, p_min: float
 ) -> FeatureDrift:
@@ -255,11 +265,7 @@ def _numeric_drift(
     score = psi(ref["proportions"], current)
     test = ks_2samp(np.asarray(ref["sample"], dtype="float64"), numbers)
     statistic, p_value = float(test.statistic), float(test.pvalue)
-    reasons = []
-    if score >= psi_max:
-        reasons.append(f"PSI {score:.3f} >= {psi_max}")
-    if p_value < p_min:
-        reasons.append(f"KS p={p_value:.2g} < {p_min}")
+    reasons = _exceeded(score, psi_max, "KS", p_value, p_min)
     labels = [f"< {edges[0]:.3g}"] if edges.size else ["all"]
     labels += [f"{lo:.3g} to {hi:.3g}" for lo, hi in pairwise(edges)]
     if edges.size:
@@ -301,11 +307,7 @@ def _categorical_drift(
     floored = np.maximum(np.asarray(expected), _EPS)
     test = chisquare(current_counts, f_exp=floored / floored.sum() * n)
     statistic, p_value = float(test.statistic), float(test.pvalue)
-    reasons = []
-    if score >= psi_max:
-        reasons.append(f"PSI {score:.3f} >= {psi_max}")
-    if p_value < p_min:
-        reasons.append(f"chi-square p={p_value:.2g} < {p_min}")
+    reasons = _exceeded(score, psi_max, "chi-square", p_value, p_min)
     if unseen:
         reasons.append(f"{unseen} value(s) never seen in training")
     return FeatureDrift(

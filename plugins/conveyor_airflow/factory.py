@@ -84,6 +84,20 @@ def pipeline_schedule(config: PipelineConfig, asset: Asset):
     )
 
 
+def step_defaults() -> dict:
+    """Task defaults of the training and monitoring DAGs: retries with backoff (for the
+    registry or a remote coming back), a timeout, and a notification on failure (logged
+    always; POSTed to the ``conveyor_webhook`` connection when defined)."""
+    return {
+        "owner": "conveyor",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "execution_timeout": timedelta(minutes=30),
+        "on_failure_callback": ConveyorNotifier(event="task_failed"),
+    }
+
+
 def training_dag_id(name: str) -> str:
     """DAG id of pipeline ``name``'s training DAG."""
     return f"train_{name}"
@@ -140,15 +154,7 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     source = pipeline_path(name, directory)
     config = load_pipeline_config(source)
-    default_args = {
-        "owner": "conveyor",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "execution_timeout": timedelta(minutes=30),
-        # logged always; POSTed to the `conveyor_webhook` connection when defined
-        "on_failure_callback": ConveyorNotifier(event="task_failed"),
-    }
+    default_args = step_defaults()
     with DAG(
         dag_id=training_dag_id(config.name),
         description=config.description or f"Train {config.name}",
@@ -375,14 +381,7 @@ def build_monitor_dag(name: str, *, pipelines_dir: str | Path | None = None) -> 
         catchup=False,
         max_active_runs=1,
         tags=["conveyor", "monitoring", *config.tags],
-        default_args={
-            "owner": "conveyor",
-            "retries": 2,
-            "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": True,
-            "execution_timeout": timedelta(minutes=30),
-            "on_failure_callback": ConveyorNotifier(event="task_failed"),
-        },
+        default_args=step_defaults(),
         doc_md=build_monitor_dag.__doc__,
     ) as dag:
         check = DriftCheckOperator(task_id="check_drift", pipeline=config.name)
