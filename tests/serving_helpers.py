@@ -139,22 +139,16 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def server_args(self) -> list[str]:
+        """Options of ``python -m conveyor.serving.server`` (subclasses vary them)."""
+        return ["--pipeline", self.pipeline, "--host", "127.0.0.1", "--port", str(self.port)]
+
     def spawn(self, log_path: Path) -> ServiceProcess:
         """Start the server process (it imports MLflow for a while: overlap other work)."""
         self.log_path = log_path
         with log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "conveyor.serving.server",
-                    "--pipeline",
-                    self.pipeline,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
+                [sys.executable, "-m", "conveyor.serving.server", *self.server_args()],
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -9,12 +9,8 @@ can happen while it is under load.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,27 +34,16 @@ TOKEN = "rel-admin-9f3c2b7e1d"
 class DefaultHostService(ServiceProcess):
     """The service process started with no ``--host`` and verbose logging."""
 
-    def spawn(self, log_path: Path) -> ServiceProcess:
-        self.log_path = log_path
-        with log_path.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "conveyor.serving.server",
-                    "--pipeline",
-                    self.pipeline,
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "debug",
-                    "--access-log",
-                ],
-                env={**os.environ, **self.env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        return self
+    def server_args(self) -> list[str]:
+        return [
+            "--pipeline",
+            self.pipeline,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "debug",
+            "--access-log",
+        ]
 
 
 @dataclass
