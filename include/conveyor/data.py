@@ -64,6 +64,20 @@ _PERMANENT_OS_ERRORS = (
     IsADirectoryError,
     NotADirectoryError,
 )
+#: Words in the class names of network client errors that a retry can cure. The S3,
+#: GCS and HTTP clients DVC uses (botocore, aiohttp, requests) do not all derive their
+#: connection errors from OSError (botocore's EndpointConnectionError does not), and we
+#: do not import them here just to name their classes.
+_TRANSIENT_ERROR_WORDS = ("Connection", "Connect", "Timeout", "Throttl", "ServiceUnavailable")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """True when retrying the same read could succeed (network trouble, not config)."""
+    if isinstance(exc, _PERMANENT_OS_ERRORS):
+        return False
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    return any(word in cls.__name__ for cls in type(exc).__mro__ for word in _TRANSIENT_ERROR_WORDS)
 
 
 @dataclass(frozen=True)
@@ -435,7 +449,7 @@ def _file_md5(path: Path, hash_name: str) -> str:
 class _RemoteReadError(Exception):
     """An I/O error while reading the DVC remote, with the remote it happened on."""
 
-    def __init__(self, name: str, url: str, cause: OSError) -> None:
+    def __init__(self, name: str, url: str, cause: Exception) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.remote = f"'{name}' ({url})"
         self.cause = cause
@@ -503,16 +517,30 @@ def _download(repo: str, dvc_target: str, sha: str, path: str, tmp: Path, scratc
             with dvc_repo.dvcfs.open(path, mode="rb") as src, tmp.open("wb") as dst:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     dst.write(chunk)
-        except OSError as exc:
-            raise _RemoteReadError(name, str(url), exc) from exc
         except Exception as exc:  # DVC and fsspec clients raise many kinds; none is ours
+            if isinstance(exc, OSError) or _is_transient(exc):
+                raise _RemoteReadError(name, str(url), exc) from exc
             raise DataError(
                 f"DVC cannot read {path} from remote '{name}' ({url}) of data registry "
-                f"{repo} at {sha[:12]}: {type(exc).__name__}: {exc}. Check the remote "
-                f"configuration and that its client is installed (e.g. `pip install "
-                f"dvc-s3` for s3://)"
+                f"{repo} at {sha[:12]}: {type(exc).__name__}: {exc}. "
+                f"{_remote_hint(str(url), exc)}"
             ) from exc
     return str(url)
+
+
+def _remote_hint(url: str, exc: Exception) -> str:
+    """What to check for a remote read that failed for a reason a retry cannot cure."""
+    text = str(exc).lower()
+    if "missing dependencies" in text or isinstance(exc, ImportError):
+        scheme = url.split("://", 1)[0] if "://" in url else "the remote's scheme"
+        return (
+            f"DVC's client for {scheme}:// is not installed in this environment: add "
+            f"`dvc[{scheme}]` to the project's dependencies"
+        )
+    return (
+        "Check the remote's URL, bucket and credentials in the registry's .dvc/config "
+        "(and the environment this task runs in)"
+    )
 
 
 def _tmp_sibling(dest: Path) -> Path:
@@ -533,7 +561,7 @@ def _download_with_retries(
             try:
                 return _download(repo, str(gitdir), sha, path, tmp, scratch)
             except _RemoteReadError as exc:
-                if isinstance(exc.cause, _PERMANENT_OS_ERRORS):
+                if not _is_transient(exc.cause):
                     raise DataError(
                         f"cannot download {where}: object md5 {expected} is missing from "
                         f"or unreadable in DVC remote {exc.remote} ({exc}). Run `dvc push` "
