@@ -54,3 +54,45 @@ def ensure_experiment(client: MlflowClient, name: str, settings: Settings) -> st
         raise RegistryError(
             f"Cannot create MLflow experiment {name!r} at {settings.mlflow_tracking_uri}: {exc}"
         ) from exc
+
+
+def end_abandoned_runs(
+    client: MlflowClient, experiment_id: str, *, dag_id: str, run_id: str, try_number: int
+) -> list[str]:
+    """Mark MLflow runs of earlier attempts of this Airflow task that never ended as KILLED.
+
+    A worker killed mid-training (SIGKILL, OOM, a lost node) cannot end its MLflow run,
+    which would otherwise show as RUNNING forever next to the retry's finished run. The
+    retry is the first code that knows the attempt is dead, so it closes it. Only runs of
+    the same Airflow run and an *earlier* try are touched: a concurrent run is never ended.
+
+    Returns the MLflow run ids it ended.
+    """
+    from conveyor.lineage import TAG_PREFIX
+
+    if try_number <= 1:
+        return []
+    stale = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"attributes.status = 'RUNNING' and tags.`{TAG_PREFIX}dag_id` = '{_quote(dag_id)}' "
+            f"and tags.`{TAG_PREFIX}run_id` = '{_quote(run_id)}'"
+        ),
+    )
+    ended = []
+    for run in stale:
+        tried = run.data.tags.get(f"{TAG_PREFIX}try_number", "")
+        if tried.isdigit() and int(tried) < try_number:
+            client.set_tag(run.info.run_id, f"{TAG_PREFIX}abandoned_by_try", str(try_number))
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+            log.warning(
+                "MLflow run %s of attempt %s never ended (worker lost); marked KILLED",
+                run.info.run_id,
+                tried,
+            )
+    return ended
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")

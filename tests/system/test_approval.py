@@ -14,6 +14,7 @@ import os
 import time
 
 import pytest
+from services.tasks import task_processes
 
 from conveyor import audit, tracking
 from conveyor.registry import PRODUCTION, version_by_alias
@@ -53,6 +54,13 @@ def test_reject_keeps_production_and_records_the_decision(airflow_server, settin
             time.sleep(2)
         seen = states(client, run_id)
         assert seen[TASK] in waiting, seen
+        # A person answers minutes later, when the process that parked the task is long
+        # gone; wait for that too, so the answer never races the parking worker's exit.
+        [parked] = [t for t in client.task_instances(DAG_ID, run_id) if t["task_id"] == TASK]
+        gone_by = time.monotonic() + 60
+        while task_processes(parked["id"]) and time.monotonic() < gone_by:
+            time.sleep(0.5)
+        assert not task_processes(parked["id"]), "the parking task process did not exit"
         assert seen["deploy_model"] in (None, "scheduled", "queued", "none")
         path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{TASK}/-1/hitlDetails"
         detail = client.request("GET", path).json()

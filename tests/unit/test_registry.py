@@ -119,3 +119,34 @@ def test_untrusted_types_are_refused_at_logging_time():
 def test_long_tag_values_are_trimmed():
     assert tag_value("x" * 10_000).endswith("...[truncated]")
     assert len(tag_value("x" * 10_000)) < 5000
+
+
+def test_retry_ends_the_mlflow_run_a_killed_attempt_left_running(settings):
+    """A SIGKILLed attempt leaves its MLflow run RUNNING; the retry marks it KILLED, and
+    leaves runs of other Airflow runs (and its own) alone."""
+    client = tracking.configure(settings)
+    experiment = tracking.ensure_experiment(client, "abandoned_runs_test", settings)
+
+    def started(run_id: str, try_number: str) -> str:
+        tags = lineage_tags(dag_id="train_x", run_id=run_id, try_number=try_number)
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    killed = started("manual__1", "1")
+    other_run = started("manual__2", "1")
+    current = started("manual__1", "2")
+
+    assert (
+        tracking.end_abandoned_runs(
+            client, experiment, dag_id="train_x", run_id="manual__1", try_number=1
+        )
+        == []
+    )  # a first attempt has nothing before it
+    ended = tracking.end_abandoned_runs(
+        client, experiment, dag_id="train_x", run_id="manual__1", try_number=2
+    )
+
+    assert ended == [killed]
+    assert client.get_run(killed).info.status == "KILLED"
+    assert client.get_run(killed).data.tags["conveyor.abandoned_by_try"] == "2"
+    assert client.get_run(other_run).info.status == "RUNNING"
+    assert client.get_run(current).info.status == "RUNNING"

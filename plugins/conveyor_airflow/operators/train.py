@@ -58,11 +58,15 @@ class TrainModelOperator(ConveyorOperator):
         client = tracking.configure(self.settings)
         experiment_id = tracking.ensure_experiment(client, cfg.name, self.settings)
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
+        try_number = context["ti"].try_number or 1
+        tracking.end_abandoned_runs(
+            client, experiment_id, dag_id=dag_id, run_id=run_id, try_number=try_number
+        )
         tags = lineage_tags(
             pipeline=cfg.name,
             dag_id=dag_id,
             run_id=run_id,
-            try_number=str(context["ti"].try_number or 1),
+            try_number=str(try_number),
             data_md5=self.data["md5"],
             data_git_sha=self.data["git_sha"],
             config_hash=cfg.config_hash(),
