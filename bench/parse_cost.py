@@ -1,12 +1,14 @@
 """Parse cost: what Conveyor's DAG files add to Airflow's own import cost.
 
 Every DAG file is parsed over and over by the dag-processor and once more in every task
-process, so anything it imports beyond ``airflow.sdk`` is paid on every parse. For each
-file in ``dags/`` a fresh interpreter imports ``airflow.sdk`` (the baseline), then runs
-the DAG file; the second interval is the file's extra cost. Several repeats, median.
-Then Airflow's own ``DagBag`` fills the whole folder, against a ``DagBag`` of an empty
-folder in another fresh interpreter (same imports), so the difference is the cost of
-parsing all of Conveyor's DAGs.
+process, so anything it imports beyond ``airflow.sdk`` is paid on every parse. A fresh
+interpreter imports ``airflow.sdk`` (the baseline), then, for each file in ``dags/``,
+forks a copy of itself that runs the DAG file: each child starts from exactly the state
+of an interpreter that has just imported ``airflow.sdk``, so its time is the file's extra
+cost, without paying interpreter start-up and the sdk import once per file. Then
+Airflow's own ``DagBag`` fills the whole folder, against a ``DagBag`` of an empty folder
+(two more forked children, after the same imports), so the difference is the cost of
+parsing all of Conveyor's DAGs. Several fresh interpreters (repeats), median.
 
 Also: Airflow's plugin loading, which every task process does before ``execute()``
 (``get_template_context`` integrates macro plugins), and the import of Conveyor's plugin
@@ -20,10 +22,12 @@ Goal (issue 9): at most 0.3 s extra in total.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import _common as c
@@ -48,60 +52,69 @@ HEAVY = (
 # --------------------------------------------------------------------------- workers
 
 
-def worker_import(dag_file: str) -> None:
-    """Import airflow.sdk, then run ``dag_file`` (``-`` = nothing); report both intervals."""
+def _in_child(measure: Callable[[], dict]) -> dict:
+    """Run ``measure`` in a forked copy of this interpreter; return what it returns.
+
+    The child has exactly the modules the parent has loaded so far, so a measurement in
+    it is what a fresh interpreter with those imports would see, minus the start-up.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, write JSON to the pipe, leave without cleanup
+        os.close(read_fd)
+        try:
+            payload = json.dumps(measure(), default=str)
+        except BaseException as exc:  # reported by the parent
+            payload = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        with os.fdopen(write_fd, "w") as out:
+            out.write(payload)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as src:
+        data = src.read()
+    os.waitpid(pid, 0)
+    result = json.loads(data) if data else {"error": "child wrote nothing"}
+    if "error" in result:
+        raise RuntimeError(f"measurement in a forked child failed: {result['error']}")
+    return result
+
+
+def _run_dag_file(dag_file: str) -> dict:
+    """Run ``dag_file`` as the dag-processor would; its time and what it imported."""
     import runpy
 
-    t0 = time.perf_counter()
-    import airflow.sdk  # noqa: F401
-
-    t1 = time.perf_counter()
-    print("BENCH_SDK_IMPORTED", file=sys.stderr, flush=True)  # for -X importtime parsing
     before = set(sys.modules)
-    dags = 0
-    if dag_file != "-":
-        namespace = runpy.run_path(dag_file, run_name="conveyor_bench_dagfile")
-        from airflow.sdk import DAG
+    t0 = time.perf_counter()
+    namespace = runpy.run_path(dag_file, run_name="conveyor_bench_dagfile")
+    extra = time.perf_counter() - t0
+    from airflow.sdk import DAG
 
-        dags = sum(isinstance(v, DAG) for v in namespace.values())
-    t2 = time.perf_counter()
     new = sorted(set(sys.modules) - before)
     tops = sorted({m.split(".")[0] for m in new})
-    c.emit(
-        {
-            "sdk_s": t1 - t0,
-            "extra_s": t2 - t1,
-            "dags": dags,
-            "new_modules": len(new),
-            "new_packages": tops,
-            "heavy": [h for h in HEAVY if h in tops],
-        }
-    )
+    return {
+        "extra_s": extra,
+        "dags": sum(isinstance(v, DAG) for v in namespace.values()),
+        "new_modules": len(new),
+        "new_packages": tops,
+        "heavy": [h for h in HEAVY if h in tops],
+    }
 
 
-def worker_dagbag(folder: str) -> None:
-    """Fill a DagBag from ``folder`` after the same imports as the dag-processor."""
-    import airflow.sdk  # noqa: F401
+def _fill_dagbag(folder: str) -> dict:
     from airflow.dag_processing.dagbag import DagBag
 
     t0 = time.perf_counter()
     bag = DagBag(dag_folder=folder, bundle_path=Path(folder))
-    elapsed = time.perf_counter() - t0
-    c.emit(
-        {
-            "fill_s": elapsed,
-            "dags": sorted(bag.dag_ids),
-            "import_errors": {str(k): str(v)[-500:] for k, v in bag.import_errors.items()},
-        }
-    )
+    return {
+        "fill_s": time.perf_counter() - t0,
+        "dags": sorted(bag.dag_ids),
+        "import_errors": {str(k): str(v)[-500:] for k, v in bag.import_errors.items()},
+    }
 
 
-def worker_plugins(what: str) -> None:
-    """Time Airflow's plugin loading (every task process does it before ``execute``, see
+def _load_plugins(what: str) -> dict:
+    """Airflow's plugin loading (every task process does it before ``execute``, see
     ``RuntimeTaskInstance.get_template_context``), or the Conveyor plugin module alone."""
-    import airflow.plugins_manager
-    import airflow.sdk  # noqa: F401
-
     t0 = time.perf_counter()
     count = 0
     if what == "all":
@@ -111,19 +124,41 @@ def worker_plugins(what: str) -> None:
         count = len(plugins)
     else:
         import conveyor_airflow.plugin  # noqa: F401
-    c.emit({"load_s": time.perf_counter() - t0, "plugins": count})
+    return {"load_s": time.perf_counter() - t0, "plugins": count}
+
+
+def worker_all(dag_dir: str, empty_dir: str, with_plugins: bool) -> None:
+    """One repeat: import airflow.sdk (timed), then every measurement in a forked child."""
+    t0 = time.perf_counter()
+    import airflow.sdk
+
+    sdk_s = time.perf_counter() - t0
+    files = sorted(str(p) for p in Path(dag_dir).glob("*.py") if not p.name.startswith("_"))
+    per_file = {Path(f).name: _in_child(lambda f=f: _run_dag_file(f)) for f in files}
+    # The dag-processor's own imports, loaded before either DagBag is timed.
+    from airflow.dag_processing.dagbag import DagBag  # noqa: F401
+
+    bags = {
+        "empty": _in_child(lambda: _fill_dagbag(empty_dir)),
+        "full": _in_child(lambda: _fill_dagbag(dag_dir)),
+    }
+    plugins = {}
+    if with_plugins:
+        import airflow.plugins_manager  # noqa: F401
+
+        plugins = {w: _in_child(lambda w=w: _load_plugins(w)) for w in ("all", "conveyor")}
+    c.emit({"sdk_s": sdk_s, "files": per_file, "dagbag": bags, "plugins": plugins})
+
+
+def worker_import(dag_file: str) -> None:
+    """For ``-X importtime``: import airflow.sdk, mark the spot, run ``dag_file``."""
+    import airflow.sdk  # noqa: F401
+
+    print("BENCH_SDK_IMPORTED", file=sys.stderr, flush=True)
+    c.emit(_run_dag_file(dag_file))
 
 
 # --------------------------------------------------------------------------- driver
-
-
-def measure(args: list[str], repeats: int) -> list[dict]:
-    out = []
-    for _ in range(repeats):
-        result, wall = c.run_worker([__file__, *args], timeout=300)
-        result["wall_s"] = wall
-        out.append(result)
-    return out
 
 
 def top_imports(dag_file: Path, n: int = 6) -> list[dict]:
@@ -159,21 +194,17 @@ def top_imports(dag_file: Path, n: int = 6) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="fresh interpreters per file")
+    parser.add_argument("--repeats", type=int, default=5, help="fresh interpreters (median)")
     parser.add_argument("--quick", action="store_true", help="one repeat (smoke test)")
     parser.add_argument("--dags", default=str(c.REPO / "dags"), help="DAG folder to measure")
     parser.add_argument("--worker-import", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-dagbag", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-plugins", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-all", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker_plugins:
-        worker_plugins(args.worker_plugins)
+    if args.worker_all:
+        worker_all(args.worker_all[0], args.worker_all[1], args.worker_all[2] == "1")
         return 0
     if args.worker_import:
         worker_import(args.worker_import)
-        return 0
-    if args.worker_dagbag:
-        worker_dagbag(args.worker_dagbag)
         return 0
 
     c.bench_env("parse")
@@ -184,45 +215,47 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(p for p in dag_dir.glob("*.py") if not p.name.startswith("_"))
     started = time.perf_counter()
 
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-empty-dags-") as empty:
+        runs = [
+            c.run_worker(
+                [__file__, "--worker-all", str(dag_dir), empty, "0" if args.quick else "1"],
+                timeout=600,
+            )[0]
+            for _ in range(repeats)
+        ]
+    sdk_s = c.median(r["sdk_s"] for r in runs)
+    last = runs[-1]
     per_file = []
-    sdk_times: list[float] = []
     for path in files:
-        runs = measure(["--worker-import", str(path)], repeats)
-        # The baseline, airflow.sdk alone, is the first interval of the same interpreters.
-        sdk_times += [r["sdk_s"] for r in runs]
-        extras = [r["extra_s"] for r in runs]
+        extras = [r["files"][path.name]["extra_s"] for r in runs]
+        facts = last["files"][path.name]
         per_file.append(
             {
                 "file": path.name,
                 "extra_s": c.median(extras),
                 "extra_min_s": min(extras),
                 "extra_max_s": max(extras),
-                "sdk_s": c.median(r["sdk_s"] for r in runs),
-                "wall_s": c.median(r["wall_s"] for r in runs),
-                "dags": runs[-1]["dags"],
-                "new_modules": runs[-1]["new_modules"],
-                "heavy": runs[-1]["heavy"],
-                "new_packages": runs[-1]["new_packages"],
-                "top_imports": [] if args.quick else top_imports(path),
+                "dags": facts["dags"],
+                "new_modules": facts["new_modules"],
+                "heavy": facts["heavy"],
+                "new_packages": facts["new_packages"],
             }
         )
-    sdk_s = c.median(sdk_times) if sdk_times else 0.0
-
-    with tempfile.TemporaryDirectory(prefix="conveyor-bench-empty-dags-") as empty:
-        empty_runs = measure(["--worker-dagbag", empty], repeats)
-    full_runs = measure(["--worker-dagbag", str(dag_dir)], repeats)
-    bag_empty = c.median(r["fill_s"] for r in empty_runs)
-    bag_full = c.median(r["fill_s"] for r in full_runs)
+    # Where the time goes (-X importtime needs a fresh interpreter per file): the two
+    # most expensive files only, the rest import nothing of their own.
+    costly = sorted(per_file, key=lambda f: -f["extra_s"])[: 0 if args.quick else 2]
+    for f in per_file:
+        f["top_imports"] = top_imports(dag_dir / f["file"]) if f in costly else []
+    bag_empty = c.median(r["dagbag"]["empty"]["fill_s"] for r in runs)
+    bag_full = c.median(r["dagbag"]["full"]["fill_s"] for r in runs)
     bag_extra = bag_full - bag_empty
+    full_runs = [r["dagbag"]["full"] for r in runs]
     plugins_s = conveyor_plugin_s = None
     plugins_count = 0
-    if not args.quick:  # the smoke test skips these two interpreters
-        plugin_runs = measure(["--worker-plugins", "all"], repeats)
-        plugins_s = c.median(r["load_s"] for r in plugin_runs)
-        plugins_count = plugin_runs[-1]["plugins"]
-        conveyor_plugin_s = c.median(
-            r["load_s"] for r in measure(["--worker-plugins", "conveyor"], repeats)
-        )
+    if not args.quick:  # the smoke test skips these two measurements
+        plugins_s = c.median(r["plugins"]["all"]["load_s"] for r in runs)
+        plugins_count = last["plugins"]["all"]["plugins"]
+        conveyor_plugin_s = c.median(r["plugins"]["conveyor"]["load_s"] for r in runs)
     files_extra = sum(f["extra_s"] for f in per_file)
 
     rows = [

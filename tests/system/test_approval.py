@@ -10,7 +10,6 @@ the approver and the comment are recorded on the version and in the audit trail.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -19,16 +18,7 @@ from services.tasks import task_processes
 from conveyor import audit, tracking
 from conveyor.registry import PRODUCTION, version_by_alias
 
-pytestmark = [
-    pytest.mark.system,
-    # Passes alone on a clean clone (twice), but failed once inside the full CI run
-    # (approve_deployment ended "failed" after the Reject; the cause is not found yet), so
-    # it stays out of the default path until it is understood.
-    pytest.mark.skipif(
-        os.environ.get("CONVEYOR_HITL_TESTS") != "1",
-        reason="opt-in until its full-suite failure is understood: CONVEYOR_HITL_TESTS=1",
-    ),
-]
+pytestmark = pytest.mark.system
 
 PIPELINE = "approve_bc"
 DAG_ID = f"train_{PIPELINE}"
