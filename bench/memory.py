@@ -1,18 +1,21 @@
 """Memory: peak RSS of the training step divided by the in-memory dataset size.
 
 For each size a fresh interpreter imports what the training task imports, records its
-RSS (the baseline), then does what the task does with the validated snapshot: read the
-Parquet file, split it (``conveyor.splits.split_frame``) and fit the pipeline
-(``conveyor.training.train_model``: HistGradientBoostingClassifier behind the imputer and
-scaler, one thread). Peak RSS comes from the kernel's high-water mark (``VmHWM``, reset
-through ``/proc/self/clear_refs`` between phases), cross-checked with ``ru_maxrss``.
+RSS (the baseline), then does what the task does with the validated snapshot, through
+the same core functions: read the Parquet file column by column
+(``conveyor.frames.read_parquet_columns``), keep only the training rows
+(``conveyor.splits.split_part``) and fit the pipeline (``conveyor.training.train_model``:
+HistGradientBoostingClassifier, numeric preprocessing ``auto``, i.e. none for it; one
+thread). Peak RSS comes from the kernel's high-water mark (``VmHWM``, reset through
+``/proc/self/clear_refs`` between phases), cross-checked with ``ru_maxrss``.
 
 * task peak / data: (peak RSS during read + split + fit - baseline) / dataset bytes
   (goal: <= 3x);
 * fit peak / train rows: the peak while ``train_model`` runs, above the RSS just before
   it, divided by the bytes of the training part it receives;
-* what-if lean / data: a variant that is *not* Conveyor's code (see ``lean_worker``),
-  to show what dropping unused frames and the tree-irrelevant preprocessing would save.
+* baseline: the straightforward way in another fresh interpreter, as Conveyor did it
+  before (``pandas.read_parquet``, both split parts alive, median imputation and
+  standard scaling in front of the trees): task peak / data and Conveyor / baseline.
 
     uv run python bench/memory.py [--sizes 10k,100k,1M] [--quick]
 """
@@ -32,37 +35,9 @@ GOAL_RATIO = 3.0
 DEFAULT_SIZES = "10k,100k,1M"
 
 
-def lean_worker(parquet: str, rows: int) -> None:
-    """What-if, not Conveyor's code: the same read and split, then drop the full frame and
-    the test part, return Arrow's freed buffers, and fit the bare estimator (trees need no
-    imputer or scaler: HistGradientBoosting handles NaN and is scale-invariant) with
-    ``max_iter=10`` (the peak is reached while binning, before the boosting rounds)."""
-    import pandas as pd
-    import pyarrow as pa
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    from conveyor.config import PipelineConfig
-    from conveyor.splits import features_and_target, split_frame
-
-    cfg = PipelineConfig.model_validate(c.pipeline_dict("bench_memory", "data/bench.csv"))
-    c.trim_memory()
-    base = c.rss_bytes()
-    c.reset_peak_rss()
-    frame = pd.read_parquet(parquet)
-    data_bytes = int(frame.memory_usage(deep=True).sum())
-    train, test = split_frame(frame, cfg)
-    del frame, test
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    X, y = features_and_target(train, cfg)
-    del train
-    gc.collect()
-    HistGradientBoostingClassifier(max_iter=10, random_state=cfg.split.seed).fit(X, y)
-    peak = c.peak_rss_bytes()
-    c.emit({"rows": rows, "data_bytes": data_bytes, "task_peak_extra": peak - base})
-
-
-def worker(parquet: str, rows: int) -> None:
+def worker(parquet: str, rows: int, way: str) -> None:
+    """One training step on ``parquet``: ``conveyor`` (the task's code path) or
+    ``baseline`` (the straightforward one); reports peaks above the post-import RSS."""
     t0 = time.perf_counter()
     import pandas as pd
     import pyarrow.parquet  # noqa: F401
@@ -74,20 +49,31 @@ def worker(parquet: str, rows: int) -> None:
     import sklearn.preprocessing  # noqa: F401
     import threadpoolctl  # noqa: F401
 
-    from conveyor.config import PipelineConfig
-    from conveyor.splits import split_frame
+    from conveyor.config import PipelineConfig, PreprocessSpec
+    from conveyor.frames import read_parquet_columns
+    from conveyor.splits import split_frame, split_part
     from conveyor.training import train_model
 
     cfg = PipelineConfig.model_validate(c.pipeline_dict("bench_memory", "data/bench.csv"))
+    if way == "baseline":
+        model = cfg.model.model_copy(update={"preprocess": PreprocessSpec(impute=True, scale=True)})
+        cfg = cfg.model_copy(update={"model": model})
     import_s = time.perf_counter() - t0
     c.trim_memory()
     base = c.rss_bytes()
     c.reset_peak_rss()
 
     t = time.perf_counter()
-    frame = pd.read_parquet(parquet)
+    if way == "baseline":
+        frame = pd.read_parquet(parquet)
+        train, _test = split_frame(frame, cfg)  # the frame and both parts stay alive
+    else:
+        frame = read_parquet_columns(parquet)
+        train = split_part(frame, cfg, "train")
     data_bytes = int(frame.memory_usage(deep=True).sum())
-    train, _test = split_frame(frame, cfg)
+    if way == "conveyor":
+        del frame  # as the training task: only the training rows stay
+        gc.collect()
     train_bytes = int(train.memory_usage(deep=True).sum())
     load_s = time.perf_counter() - t
     peak_load = c.peak_rss_bytes()
@@ -105,6 +91,7 @@ def worker(parquet: str, rows: int) -> None:
     c.emit(
         {
             "rows": rows,
+            "way": way,
             "import_s": import_s,
             "load_s": load_s,
             "fit_s": fit_s,
@@ -125,22 +112,18 @@ def worker(parquet: str, rows: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="rows, e.g. 10k,100k,1M")
-    parser.add_argument("--quick", action="store_true", help="2000 rows, no what-if")
-    parser.add_argument("--no-what-if", action="store_true", help="skip the lean what-if variant")
-    parser.add_argument("--worker", nargs=2, metavar=("PARQUET", "ROWS"), help=argparse.SUPPRESS)
-    parser.add_argument("--lean-worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="2000 rows, no baseline")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline way")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]))
-        return 0
-    if args.lean_worker:
-        lean_worker(args.lean_worker[0], int(args.lean_worker[1]))
+        worker(args.worker[0], int(args.worker[1]), args.worker[2])
         return 0
 
     home = c.bench_env("memory")
     sizes = sorted(c.parse_sizes("2000" if args.quick else args.sizes))
     if args.quick:
-        args.no_what_if = True
+        args.no_baseline = True
     started = time.perf_counter()
     results = []
     for rows in sizes:
@@ -148,13 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         frame = c.make_frame(rows)
         frame.to_parquet(path, index=False)
         del frame
-        result, wall = c.run_worker([__file__, "--worker", str(path), str(rows)], timeout=1800)
+        result, wall = c.run_worker(
+            [__file__, "--worker", str(path), str(rows), "conveyor"], timeout=1800
+        )
         result["wall_s"] = wall
-        result["lean_ratio"] = None
-        if not args.no_what_if:
-            lean, _ = c.run_worker([__file__, "--lean-worker", str(path), str(rows)], timeout=900)
-            result["lean_peak_extra"] = lean["task_peak_extra"]
-            result["lean_ratio"] = lean["task_peak_extra"] / lean["data_bytes"]
+        result["baseline_ratio"] = result["vs_baseline"] = None
+        if not args.no_baseline:
+            naive, _ = c.run_worker(
+                [__file__, "--worker", str(path), str(rows), "baseline"], timeout=1800
+            )
+            result["baseline_peak_extra"] = naive["task_peak_extra"]
+            result["baseline_ratio"] = naive["task_peak_extra"] / naive["data_bytes"]
+            result["vs_baseline"] = result["task_peak_extra"] / naive["task_peak_extra"]
         path.unlink()
         result["task_ratio"] = result["task_peak_extra"] / result["data_bytes"]
         result["fit_ratio"] = result["fit_peak_extra"] / result["train_bytes"]
@@ -179,13 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             c.mb(r["fit_peak_extra"]),
             c.ratio(r["fit_ratio"]),
             c.secs(r["fit_s"], 1),
-            c.ratio(r["lean_ratio"]),
+            c.ratio(r["baseline_ratio"]),
+            c.ratio(r["vs_baseline"]),
         ]
         for r in results
     ]
     md = c.print_table(
         f"Training step peak RSS / dataset size ({c.N_FEATURES} float features + target, "
-        f"HistGradientBoostingClassifier, 1 thread; goal task peak <= {GOAL_RATIO}x data)",
+        f"HistGradientBoostingClassifier, 1 thread; goal task peak <= {GOAL_RATIO}x data; "
+        "baseline: pandas.read_parquet, both split parts, impute + scale)",
         [
             "rows",
             "data MiB",
@@ -197,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             "fit peak MiB",
             "fit peak/train part",
             "fit s",
-            "what-if lean/data",
+            "baseline peak/data",
+            "Conveyor / baseline",
         ],
         rows_md,
     )
@@ -207,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     xs = [r["rows"] for r in results]
     ax.plot(xs, [r["task_ratio"] for r in results], "o-", label="task peak / data")
     ax.plot(xs, [r["fit_ratio"] for r in results], "o-", label="fit peak / train part")
-    if all(r["lean_ratio"] is not None for r in results):
-        ax.plot(xs, [r["lean_ratio"] for r in results], "o--", label="what-if lean / data")
+    if all(r["baseline_ratio"] is not None for r in results):
+        ax.plot(xs, [r["baseline_ratio"] for r in results], "o--", label="baseline / data")
     ax.axhline(GOAL_RATIO, color="red", linestyle="--", label=f"goal {GOAL_RATIO}x")
     ax.set_xscale("log")
     ax.set_xlabel(f"rows ({c.N_FEATURES} features)")

@@ -73,7 +73,8 @@ TASK_IO = {
 }
 #: Airflow task -> modules it imports in ``execute()``, read from
 #: plugins/conveyor_airflow/operators (resolve_inputs imports the estimator's module to
-#: fail fast on a wrong dotted path). Keep in step with the operators.
+#: fail fast on a wrong dotted path). Keep in step with the operators. MLflow's SQLAlchemy
+#: stores are imported by the first client call on a ``sqlite:`` tracking URI (~1.5 s).
 TASK_IMPORTS = {
     "resolve_inputs": ["conveyor.caching", "conveyor.training", "sklearn.ensemble"],
     "pull_data": ["conveyor.data", "dvc.repo", "dvc.api"],
@@ -86,6 +87,8 @@ TASK_IMPORTS = {
     ],
     "train_model": [
         "mlflow",
+        "mlflow.store.tracking.sqlalchemy_store",
+        "mlflow.store.model_registry.sqlalchemy_store",
         "mlflow.sklearn",
         "mlflow.models",
         "conveyor.tracking",
@@ -106,6 +109,8 @@ TASK_IMPORTS = {
     ],
     "evaluate_model": [
         "mlflow",
+        "mlflow.store.tracking.sqlalchemy_store",
+        "mlflow.store.model_registry.sqlalchemy_store",
         "conveyor.tracking",
         "conveyor.evaluation",
         "conveyor.model_io",
@@ -119,9 +124,18 @@ TASK_IMPORTS = {
         "matplotlib.pyplot",
     ],
     "gate": ["conveyor.gate"],
-    "register_model": ["mlflow", "conveyor.tracking", "conveyor.lineage", "conveyor.registry"],
+    "register_model": [
+        "mlflow",
+        "mlflow.store.tracking.sqlalchemy_store",
+        "mlflow.store.model_registry.sqlalchemy_store",
+        "conveyor.tracking",
+        "conveyor.lineage",
+        "conveyor.registry",
+    ],
     "deploy_model": [
         "mlflow",
+        "mlflow.store.tracking.sqlalchemy_store",
+        "mlflow.store.model_registry.sqlalchemy_store",
         "conveyor.tracking",
         "conveyor.deploy",
         "conveyor.registry",

@@ -38,8 +38,10 @@ os.environ.update(
         # deployments in tests verify only against the services the tests start themselves
         # (tests/e2e/test_deployment.py sets this per test), never a demo left on :8000
         "CONVEYOR_DEPLOY_VERIFY": "never",
-        # tests/system/test_worker_kill.py: a killed worker is noticed after 60 s, not 300 s
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        # tests/system/test_worker_kill.py: a killed worker is noticed after 45 s, not
+        # 300 s, and retried 5 s later, not 30 s
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45",
+        "CONVEYOR_RETRY_DELAY_SECONDS": "5",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     }
 )

@@ -84,12 +84,27 @@ class SearchSpec(_Strict):
     scoring: str | None = None
 
 
+class PreprocessSpec(_Strict):
+    """Preprocessing of numeric features before the estimator.
+
+    ``auto`` (the default) decides from the estimator: median imputation unless it
+    accepts missing values itself (scikit-learn's ``allow_nan`` tag, e.g.
+    HistGradientBoosting), standard scaling unless it is a tree model (their splits do
+    not depend on the scale). Each step skipped is a full copy of the training features
+    the fit does not make. ``true``/``false`` force a step on or off.
+    """
+
+    impute: Literal["auto"] | bool = "auto"
+    scale: Literal["auto"] | bool = "auto"
+
+
 class ModelSpec(_Strict):
     """The estimator, by dotted import path, with its parameters."""
 
     estimator: str = Field(pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")
     params: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec | None = None
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
 
 
 class SplitSpec(_Strict):

@@ -63,6 +63,45 @@ def load_estimator_class(dotted: str) -> type:
     return cls
 
 
+#: scikit-learn's tree ensembles (in ``sklearn.ensemble``) whose splits ignore scale.
+TREE_ENSEMBLES = (
+    "ExtraTreesClassifier",
+    "ExtraTreesRegressor",
+    "GradientBoostingClassifier",
+    "GradientBoostingRegressor",
+    "HistGradientBoostingClassifier",
+    "HistGradientBoostingRegressor",
+    "RandomForestClassifier",
+    "RandomForestRegressor",
+)
+
+
+def _tree_model_classes() -> tuple[type, ...]:
+    """scikit-learn's tree models: their splits are invariant to scaling a feature."""
+    import sklearn.ensemble
+    from sklearn.tree import BaseDecisionTree
+
+    return (BaseDecisionTree, *(getattr(sklearn.ensemble, name) for name in TREE_ENSEMBLES))
+
+
+def numeric_steps(estimator: Any, config: PipelineConfig) -> tuple[bool, bool]:
+    """(impute, scale) for the numeric features: ``model.preprocess``, ``auto`` resolved.
+
+    ``auto`` skips imputation when the estimator accepts NaN itself (its ``allow_nan``
+    input tag) and scaling for tree models, whose splits do not depend on the scale.
+    """
+    spec = config.model.preprocess
+    impute, scale = spec.impute, spec.scale
+    if impute == "auto":
+        try:
+            impute = not estimator.__sklearn_tags__().input_tags.allow_nan
+        except AttributeError:  # not a scikit-learn estimator: impute to be safe
+            impute = True
+    if scale == "auto":
+        scale = not isinstance(estimator, _tree_model_classes())
+    return bool(impute), bool(scale)
+
+
 def build_pipeline(config: PipelineConfig, *, n_jobs: int = 1) -> Pipeline:
     """The unfitted preprocessing + estimator pipeline for ``config``."""
     from sklearn.compose import ColumnTransformer
@@ -94,15 +133,10 @@ def build_pipeline(config: PipelineConfig, *, n_jobs: int = 1) -> Pipeline:
     categorical = [c for c in config.feature_columns if c not in numeric]
     transformers = []
     if numeric:
-        transformers.append(
-            (
-                "num",
-                Pipeline(
-                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-                ),
-                numeric,
-            )
-        )
+        impute, scale = numeric_steps(estimator, config)
+        steps = [("impute", SimpleImputer(strategy="median"))] if impute else []
+        steps += [("scale", StandardScaler())] if scale else []
+        transformers.append(("num", Pipeline(steps) if steps else "passthrough", numeric))
     if categorical:
         transformers.append(
             (

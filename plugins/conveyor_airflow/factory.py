@@ -84,6 +84,10 @@ def pipeline_schedule(config: PipelineConfig, asset: Asset):
     )
 
 
+#: Seconds before the first retry of a failed step (doubling after that).
+RETRY_DELAY_SECONDS = float(os.environ.get("CONVEYOR_RETRY_DELAY_SECONDS", "30"))
+
+
 def step_defaults() -> dict:
     """Task defaults of the training and monitoring DAGs: retries with backoff (for the
     registry or a remote coming back), a timeout, and a notification on failure (logged
@@ -91,7 +95,7 @@ def step_defaults() -> dict:
     return {
         "owner": "conveyor",
         "retries": 2,
-        "retry_delay": timedelta(seconds=30),
+        "retry_delay": timedelta(seconds=RETRY_DELAY_SECONDS),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(minutes=30),
         "on_failure_callback": ConveyorNotifier(event="task_failed"),

@@ -1,10 +1,10 @@
 """A worker killed with SIGKILL during training, on the session's real scheduler.
 
-The ``slow_bc`` fixture pipeline fits a 4000-tree forest (about 15 s), long enough to be
+The ``slow_bc`` fixture pipeline fits a 2000-tree forest (about 8 s), long enough to be
 caught mid-fit. The test kills the LocalExecutor worker that supervises the task *and*
 the task process under it, as the OOM killer or a lost node would: nothing is left to
 report the failure. The scheduler notices the missing heartbeats (the test session sets
-``[scheduler] task_instance_heartbeat_timeout`` to 60 s, default 300 s), Airflow retries
+``[scheduler] task_instance_heartbeat_timeout`` to 45 s, default 300 s), Airflow retries
 the task, and the run completes. Afterwards:
 
 - exactly one model version exists for the run, made from the retry's MLflow run;

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.config import load_pipeline_config
+from conveyor.config import PreprocessSpec, load_pipeline_config
 from conveyor.errors import TrainingError
 from conveyor.evaluation import compute_metrics, write_plots
-from conveyor.splits import split_frame
+from conveyor.splits import split_frame, split_part
 from conveyor.training import build_pipeline, load_estimator_class, train_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,3 +125,90 @@ def test_code_identity_of_a_dirty_checkout_depends_on_the_diff(tmp_path, monkeyp
     (repo / "code.py").write_text("x = 2\n")
     assert identity() == first
     lineage.project_git_rev.cache_clear()
+
+
+def test_split_parts_are_the_rows_sklearn_would_split_off(bc):
+    """split_part/split_frame pick rows by position: the same rows, in the same order, as
+    train_test_split on the frame itself (what earlier versions called)."""
+    from sklearn.model_selection import train_test_split
+
+    config, frame = bc
+    expected_train, expected_test = train_test_split(
+        frame,
+        test_size=config.split.test_size,
+        random_state=config.split.seed,
+        stratify=frame[config.target],
+    )
+    train, test = split_frame(frame, config)
+    assert list(train.index) == list(expected_train.index)
+    assert list(test.index) == list(expected_test.index)
+    assert split_part(frame, config, "train").equals(expected_train)
+    assert split_part(frame, config, "test").equals(expected_test)
+
+
+def test_auto_preprocessing_follows_the_estimator(bc):
+    """Tree models that accept NaN get the numeric features as they are; a linear model
+    gets imputation and scaling; explicit settings win over auto."""
+    config, frame = bc
+    assert config.model.estimator.endswith("HistGradientBoostingClassifier")
+    numeric = build_pipeline(config).named_steps["preprocess"].transformers[0][1]
+    assert numeric == "passthrough"
+
+    linear = config.model_copy(
+        update={
+            "model": config.model.model_copy(
+                update={"estimator": "sklearn.linear_model.LogisticRegression", "params": {}}
+            )
+        }
+    )
+    steps = build_pipeline(linear).named_steps["preprocess"].transformers[0][1]
+    assert [name for name, _ in steps.steps] == ["impute", "scale"]
+
+    forced = config.model.model_copy(
+        update={"preprocess": PreprocessSpec(impute=True, scale=False)}
+    )
+    steps = (
+        build_pipeline(config.model_copy(update={"model": forced}))
+        .named_steps["preprocess"]
+        .transformers[0][1]
+    )
+    assert [name for name, _ in steps.steps] == ["impute"]
+
+    # the skipped steps change nothing a tree model sees: same predictions either way
+    train, test = split_frame(frame, config)
+    scaled = config.model_copy(
+        update={
+            "model": config.model.model_copy(
+                update={"preprocess": PreprocessSpec(impute=True, scale=True)}
+            )
+        }
+    )
+    lean_model = train_model(train, config).model
+    full_model = train_model(train, scaled).model
+    features = test[config.feature_columns]
+    assert (lean_model.predict(features) == full_model.predict(features)).all()
+
+
+def test_snapshot_read_column_by_column_matches_pandas(tmp_path):
+    """read_parquet_columns gives what pandas.read_parquet gives: columns, order, dtypes,
+    values, missing values, strings and booleans included."""
+    import numpy as np
+    import pandas as pd
+
+    from conveyor.frames import read_parquet_columns
+
+    frame = pd.DataFrame(
+        {
+            "x": np.linspace(0, 1, 50),
+            "n": pd.array([1, None] * 25, dtype="Int64"),
+            "s": ["a", "b", None, "d", "e"] * 10,
+            "flag": [True, False] * 25,
+            "gap": [1.5, np.nan] * 25,
+        }
+    )
+    path = tmp_path / "snapshot.parquet"
+    frame.to_parquet(path, index=False)
+    expected = pd.read_parquet(path)
+    got = read_parquet_columns(path)
+    pd.testing.assert_frame_equal(got, expected)
+    assert list(got.columns) == ["x", "n", "s", "flag", "gap"]

@@ -8,7 +8,8 @@ costs ~3-4 ms, the estimator ~1 ms. So the predictor
 * runs the preprocessing once and hands its output to both ``predict`` and
   ``predict_proba`` of the estimator (the fitted pipeline would run it twice);
 * for all-numeric inputs whose preprocessing is only ``SimpleImputer``/``StandardScaler``
-  (the default numeric branch), replays those two steps with NumPy on a float matrix —
+  or a passthrough (the numeric branches ``model.preprocess`` builds), replays those
+  steps with NumPy on a float matrix —
   microseconds instead of milliseconds. The replay is *verified* against the fitted
   sklearn steps when the model is loaded and switched off (with a log line) on any
   mismatch; anything it does not recognise takes the general DataFrame path.
@@ -286,4 +287,19 @@ def _replay(step: Any) -> Callable[[np.ndarray], np.ndarray]:
             return x
 
         return standardise
+    if _is_identity(step):
+        return lambda x: x
     raise _Unsupported(f"{type(step).__name__} has no NumPy replay")
+
+
+def _is_identity(step: Any) -> bool:
+    """A fitted ``"passthrough"``: ColumnTransformer stores it as a FunctionTransformer
+    without functions (``model.preprocess`` skips both numeric steps for tree models)."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    return (
+        type(step) is FunctionTransformer
+        and step.func is None
+        and step.inverse_func is None
+        and not step.validate
+    )

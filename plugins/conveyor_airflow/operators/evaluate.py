@@ -39,10 +39,10 @@ class EvaluateModelOperator(ConveyorOperator):
         from conveyor.evaluation import compute_metrics, write_plots
         from conveyor.model_io import load_model
         from conveyor.registry import PRODUCTION, version_by_alias
-        from conveyor.splits import split_frame
+        from conveyor.splits import split_part
 
         cfg = self.config
-        _, test = split_frame(read_snapshot(self.validation["snapshot_uri"]), cfg)
+        test = split_part(read_snapshot(self.validation["snapshot_uri"]), cfg, "test")
         client = tracking.configure(self.settings)
         candidate_model = load_model(self.training["model_uri"])
         candidate = compute_metrics(candidate_model, test, cfg)

@@ -14,13 +14,13 @@ if TYPE_CHECKING:
 
 
 def read_snapshot(uri: str):
-    """The validated Parquet snapshot written by the validation task."""
-    import pandas as pd
-
+    """The validated Parquet snapshot written by the validation task (read column by
+    column: the task's memory peak, see :mod:`conveyor.frames`)."""
     from conveyor.artifacts import local_copy
+    from conveyor.frames import read_parquet_columns
 
     with local_copy(uri) as path:
-        return pd.read_parquet(path)
+        return read_parquet_columns(path)
 
 
 class TrainModelOperator(ConveyorOperator):
@@ -48,13 +48,13 @@ class TrainModelOperator(ConveyorOperator):
         from conveyor.drift import PROFILE_ARTIFACT, build_profile
         from conveyor.lineage import project_git_rev
         from conveyor.registry import lineage_tags
-        from conveyor.splits import split_frame
+        from conveyor.splits import split_part
         from conveyor.training import log_model, train_model
 
         cfg = self.config
         # Keep only the training rows alive: the full frame and the test split would
         # otherwise sit in memory through the fit (peak RSS, bench/memory.py).
-        train = split_frame(read_snapshot(self.validation["snapshot_uri"]), cfg)[0]
+        train = split_part(read_snapshot(self.validation["snapshot_uri"]), cfg, "train")
         client = tracking.configure(self.settings)
         experiment_id = tracking.ensure_experiment(client, cfg.name, self.settings)
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
