@@ -390,6 +390,25 @@ def plot_path(name: str) -> Path:
     return RESULTS / f"{name}.png"
 
 
+def save_plot(fig, name: str) -> Path:
+    """Lay out ``fig`` and write it to ``bench/results/<name>.png``."""
+    fig.tight_layout()
+    path = plot_path(name)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def rows_axis(ax, *, ylabel: str, title: str, logy: bool = False) -> None:
+    """The common x axis of the scaling plots (rows, log scale), labels and legend."""
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(f"rows ({N_FEATURES} features)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend."""
     import matplotlib

@@ -251,14 +251,8 @@ def report(mode, per_size, skips, warmup, startup, error, started) -> None:
         xs = [p["rows"] for p in per_size]
         ax.plot(xs, [p["full_s"] for p in per_size], "o-", label="full run")
         ax.plot(xs, [p["cached_s"] for p in per_size], "o-", label="unchanged inputs")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("rows")
-        ax.set_ylabel("seconds")
-        ax.set_title(f"Caching ({label})")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(c.plot_path(NAME), dpi=100)
+        c.rows_axis(ax, ylabel="seconds", title=f"Caching ({label})", logy=True)
+        c.save_plot(fig, NAME)
 
     largest = per_size[-1] if per_size else None
     for p in per_size:

@@ -335,8 +335,7 @@ def report(args, pushes, checks, init_s, startup, error, started) -> None:
     else:
         ax.text(0.5, 0.5, "--quick: no Airflow", ha="center")
     ax.set_title("Data change latency")
-    fig.tight_layout()
-    fig.savefig(c.plot_path(NAME), dpi=100)
+    c.save_plot(fig, NAME)
 
     c.write_result(
         NAME,

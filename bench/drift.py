@@ -162,14 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     xs = [r["rows"] for r in results]
     for key, label in (("profile_s", "profile"), ("check_s", "check"), ("plain_s", "plain")):
         ax.plot(xs, [r[key] for r in results], "o-", label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(f"rows ({c.N_FEATURES} features)")
-    ax.set_ylabel("seconds")
-    ax.set_title("Drift check")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(c.plot_path(NAME), dpi=100)
+    c.rows_axis(ax, ylabel="seconds", title="Drift check", logy=True)
+    c.save_plot(fig, NAME)
     largest = results[-1]
     c.write_result(
         NAME,

@@ -201,13 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if all(r["baseline_ratio"] is not None for r in results):
         ax.plot(xs, [r["baseline_ratio"] for r in results], "o--", label="baseline / data")
     ax.axhline(GOAL_RATIO, color="red", linestyle="--", label=f"goal {GOAL_RATIO}x")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"rows ({c.N_FEATURES} features)")
-    ax.set_ylabel("peak extra RSS / bytes")
-    ax.set_title("Training memory")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(c.plot_path(NAME), dpi=100)
+    c.rows_axis(ax, ylabel="peak extra RSS / bytes", title="Training memory")
+    c.save_plot(fig, NAME)
 
     largest = results[-1]
     c.write_result(

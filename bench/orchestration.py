@@ -1028,8 +1028,7 @@ def report(
         ax2.set_xlabel("rows")
         ax2.set_ylabel(f"{label} / plain")
         ax2.set_title("Orchestration overhead (red: goals)")
-        fig.tight_layout()
-        fig.savefig(c.plot_path(NAME), dpi=100)
+        c.save_plot(fig, NAME)
 
     c.write_result(
         NAME,

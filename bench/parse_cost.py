@@ -327,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_xlabel(f"seconds beyond import airflow.sdk ({sdk_s:.2f} s)")
     ax.set_title("Conveyor DAG parse cost")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(c.plot_path(NAME), dpi=100)
+    c.save_plot(fig, NAME)
 
     c.write_result(
         NAME,

@@ -537,8 +537,7 @@ def report(args, concurrency, results, ready, version, prepare_s, agree, started
         ax.set_ylabel("requests per second")
         ax.set_title(f"/predict throughput, {payload} per request")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(c.plot_path(NAME), dpi=100)
+    c.save_plot(fig, NAME)
 
     c.write_result(
         NAME,

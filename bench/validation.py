@@ -313,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ax2.set_ylabel("peak extra RSS (MiB)")
     ax2.set_title("Validation peak memory")
     ax2.legend()
-    fig.tight_layout()
-    fig.savefig(c.plot_path(NAME), dpi=100)
+    c.save_plot(fig, NAME)
 
     c.write_result(
         NAME,
