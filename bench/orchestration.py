@@ -418,7 +418,8 @@ def run_plain(pipeline: str, timeout: float = 1800) -> dict[str, Any]:
 def import_probe(dag_file: Path) -> dict[str, float]:
     """Cold import seconds of each task's modules in a fork of a process that has
     ``airflow.sdk`` and the DAG file's modules loaded (what a LocalExecutor task starts
-    from). One fork per task, so shared modules count in every task, as they do."""
+    from), plus the scheduler preload's modules when it is on. One fork per task, so
+    shared modules count in every task, as they do."""
     result, _ = c.run_worker([__file__, "--probe-worker", str(dag_file)], timeout=900)
     return result
 
@@ -434,6 +435,13 @@ def probe_worker(dag_file: str) -> None:
     from airflow.sdk.plugins_manager import integrate_macros_plugins
 
     integrate_macros_plugins()
+    # With CONVEYOR_PRELOAD_MODULES (--preload) the scheduler imported these before it
+    # forked the worker: a task only pays for what is left.
+    from conveyor.airflow_preload import preload, requested_modules
+
+    preloaded = requested_modules()
+    if preloaded:
+        preload(preloaded)
     out: dict[str, float] = {}
     for task, modules in TASK_IMPORTS.items():
         read, write = os.pipe()
