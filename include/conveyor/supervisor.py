@@ -901,12 +901,18 @@ class AirflowClient:
             headers={"Accept": "application/json"},
         )
         lines = []
+        base = ("timestamp", "level", "event", "logger")
         for item in resp.json().get("content") or []:
             if isinstance(item, str):
                 lines.append(item)
-            else:
-                parts = (item.get(k) for k in ("timestamp", "level", "event", "logger"))
-                lines.append(" ".join(str(p) for p in parts if p not in (None, "")))
+                continue
+            parts = [str(item[k]) for k in base if item.get(k) not in (None, "")]
+            # Everything else too: an exception's details arrive as extra keys
+            # (``error_detail``), and a failure is unreadable without them.
+            extra = {k: v for k, v in item.items() if k not in base and v not in (None, "")}
+            if extra:
+                parts.append(json.dumps(extra, default=str, sort_keys=True))
+            lines.append(" ".join(parts))
         return "\n".join(lines)
 
     def task_order(self, dag_id: str) -> list[str]:
