@@ -68,7 +68,7 @@ _PERMANENT_OS_ERRORS = (
 #: GCS and HTTP clients DVC uses (botocore, aiohttp, requests) do not all derive their
 #: connection errors from OSError (botocore's EndpointConnectionError does not), and we
 #: do not import them here just to name their classes.
-_TRANSIENT_ERROR_WORDS = ("Connection", "Connect", "Timeout", "Throttl", "ServiceUnavailable")
+_TRANSIENT_ERROR_WORDS = ("Connect", "Timeout", "Throttl", "ServiceUnavailable")
 
 
 def _is_transient(exc: BaseException) -> bool:

@@ -12,6 +12,19 @@ from conveyor.settings import REPO_ROOT
 TAG_PREFIX = "conveyor."
 
 
+def filter_value(value: str) -> str:
+    """``value`` as a quoted string literal of an MLflow search filter."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def airflow_run_filter(dag_id: str, run_id: str) -> str:
+    """MLflow search filter for the runs/versions tagged with one Airflow run."""
+    return (
+        f"tags.`{TAG_PREFIX}dag_id` = {filter_value(dag_id)} "
+        f"and tags.`{TAG_PREFIX}run_id` = {filter_value(run_id)}"
+    )
+
+
 @cache
 def project_git_rev() -> str:
     """Commit of the project checkout the code runs from, ``+dirty.<hash>`` if modified.

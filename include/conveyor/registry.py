@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import RegistryError
-from conveyor.lineage import TAG_PREFIX
+from conveyor.lineage import TAG_PREFIX, airflow_run_filter, filter_value
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -41,17 +41,12 @@ def lineage_tags(**facts: Any) -> dict[str, str]:
     return {f"{TAG_PREFIX}{k}": tag_value(v) for k, v in facts.items() if v is not None}
 
 
-def _quote(value: str) -> str:
-    return value.replace("'", "''")
-
-
 def find_run_version(
     client: MlflowClient, name: str, dag_id: str, run_id: str
 ) -> ModelVersion | None:
     """The version an earlier attempt of this Airflow run registered, if any."""
     found = client.search_model_versions(
-        f"name = '{_quote(name)}' and tags.`{TAG_PREFIX}dag_id` = '{_quote(dag_id)}' "
-        f"and tags.`{TAG_PREFIX}run_id` = '{_quote(run_id)}'"
+        f"name = {filter_value(name)} and {airflow_run_filter(dag_id, run_id)}"
     )
     return min(found, key=lambda v: int(v.version)) if found else None
 

@@ -68,16 +68,13 @@ def end_abandoned_runs(
 
     Returns the MLflow run ids it ended.
     """
-    from conveyor.lineage import TAG_PREFIX
+    from conveyor.lineage import TAG_PREFIX, airflow_run_filter
 
     if try_number <= 1:
         return []
     stale = client.search_runs(
         [experiment_id],
-        filter_string=(
-            f"attributes.status = 'RUNNING' and tags.`{TAG_PREFIX}dag_id` = '{_quote(dag_id)}' "
-            f"and tags.`{TAG_PREFIX}run_id` = '{_quote(run_id)}'"
-        ),
+        filter_string=f"attributes.status = 'RUNNING' and {airflow_run_filter(dag_id, run_id)}",
     )
     ended = []
     for run in stale:
@@ -92,7 +89,3 @@ def end_abandoned_runs(
                 tried,
             )
     return ended
-
-
-def _quote(value: str) -> str:
-    return value.replace("'", "''")

@@ -19,6 +19,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Asset, AssetWatcher, Param
 
 from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
+from conveyor.errors import ConfigError
 from conveyor.settings import Settings
 from conveyor_airflow.notifiers import ConveyorNotifier
 from conveyor_airflow.operators import (
@@ -41,8 +42,22 @@ from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
 TRAINING_POOL = os.environ.get("CONVEYOR_TRAINING_POOL", "conveyor_training")
 
 
+def env_number(name: str, default: float) -> float:
+    """A number >= 0 from the environment; a clear import error for anything else."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be a number >= 0, got {raw!r}: fix it or unset it")
+    return value
+
+
 #: Seconds between polls of the data registry by the asset watcher.
-WATCH_POLL_SECONDS = float(os.environ.get("CONVEYOR_WATCH_POLL_SECONDS", "10"))
+WATCH_POLL_SECONDS = env_number("CONVEYOR_WATCH_POLL_SECONDS", 10)
 #: Set to "false" to drop the asset watcher (e.g. when using dags/conveyor_watch.py).
 DATA_WATCHER = os.environ.get("CONVEYOR_DATA_WATCHER", "true").lower() not in ("false", "0", "no")
 
@@ -85,7 +100,7 @@ def pipeline_schedule(config: PipelineConfig, asset: Asset):
 
 
 #: Seconds before the first retry of a failed step (doubling after that).
-RETRY_DELAY_SECONDS = float(os.environ.get("CONVEYOR_RETRY_DELAY_SECONDS", "30"))
+RETRY_DELAY_SECONDS = env_number("CONVEYOR_RETRY_DELAY_SECONDS", 30)
 
 
 def step_defaults() -> dict:
@@ -238,7 +253,7 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
 
 
 #: Days a deployment waits for an approval before it counts as rejected.
-APPROVAL_TIMEOUT_DAYS = float(os.environ.get("CONVEYOR_APPROVAL_TIMEOUT_DAYS", "3"))
+APPROVAL_TIMEOUT_DAYS = env_number("CONVEYOR_APPROVAL_TIMEOUT_DAYS", 3)
 
 
 def _approval_body(config: PipelineConfig) -> str:

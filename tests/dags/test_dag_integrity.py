@@ -147,3 +147,19 @@ def test_plugin_loaded_once_and_nothing_shadowed():
     assert lines[-3] == "[]"
     assert lines[-2] == "True True"
     assert lines[-1] == "[]"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "inf"])
+def test_a_bad_number_in_the_environment_names_the_variable(monkeypatch, value):
+    """CONVEYOR_WATCH_POLL_SECONDS, _RETRY_DELAY_SECONDS, _APPROVAL_TIMEOUT_DAYS are read
+    when a DAG file is parsed: a bad value is an import error that says which and why."""
+    from conveyor.errors import ConfigError
+    from conveyor_airflow.factory import env_number
+
+    monkeypatch.setenv("CONVEYOR_RETRY_DELAY_SECONDS", value)
+    with pytest.raises(ConfigError, match=r"CONVEYOR_RETRY_DELAY_SECONDS must be a number >= 0"):
+        env_number("CONVEYOR_RETRY_DELAY_SECONDS", 30)
+    monkeypatch.setenv("CONVEYOR_RETRY_DELAY_SECONDS", "  ")
+    assert env_number("CONVEYOR_RETRY_DELAY_SECONDS", 30) == 30
+    monkeypatch.setenv("CONVEYOR_RETRY_DELAY_SECONDS", "2.5")
+    assert env_number("CONVEYOR_RETRY_DELAY_SECONDS", 30) == 2.5

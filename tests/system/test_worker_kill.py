@@ -24,7 +24,7 @@ from services.tasks import task_processes
 
 from conveyor import tracking
 from conveyor.artifacts import RunArtifacts, join_url
-from conveyor.lineage import TAG_PREFIX
+from conveyor.lineage import TAG_PREFIX, airflow_run_filter, filter_value
 
 pytestmark = pytest.mark.system
 
@@ -80,7 +80,7 @@ def test_sigkilled_worker_is_retried_and_leaves_one_consistent_result(airflow_se
     ).json()["value"]
     runs = mlflow.search_runs(
         [training["experiment_id"]],
-        filter_string=f"tags.`{TAG_PREFIX}run_id` = '{run_id}'",
+        filter_string=airflow_run_filter(DAG_ID, run_id),
     )
     by_try = {r.data.tags[f"{TAG_PREFIX}try_number"]: r for r in runs}
     assert sorted(by_try) == ["1", "2"], by_try
@@ -89,7 +89,7 @@ def test_sigkilled_worker_is_retried_and_leaves_one_consistent_result(airflow_se
     assert by_try["2"].info.run_id == training["mlflow_run_id"]
 
     versions = mlflow.search_model_versions(
-        f"name = '{PIPELINE}' and tags.`{TAG_PREFIX}run_id` = '{run_id}'"
+        f"name = {filter_value(PIPELINE)} and {airflow_run_filter(DAG_ID, run_id)}"
     )
     assert len(versions) == 1, [v.version for v in versions]
     assert versions[0].run_id == training["mlflow_run_id"]
