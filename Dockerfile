@@ -16,6 +16,7 @@ ENV PYTHONUNBUFFERED=1 \
     UV_PROJECT_ENVIRONMENT=/opt/conveyor/.venv \
     PATH=/opt/conveyor/.venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow \
+    CONVEYOR_PROJECT_DIR=/opt/conveyor \
     CONVEYOR_HOME=/data/conveyor \
     GX_ANALYTICS_ENABLED=false \
     DVC_NO_ANALYTICS=1 \
@@ -34,14 +35,15 @@ WORKDIR /opt/conveyor
 
 # Dependencies first (cached while only our code changes), from the lock, without dev tools.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+# The extras the compose services use: model service, S3/MinIO, Celery, Postgres, Redis.
+RUN uv sync --frozen --no-dev --extra distributed --no-install-project
 
-# Then the project itself. It stays an editable install on purpose: Conveyor finds dags/ and
-# include/pipelines/ relative to its package (conveyor.settings.REPO_ROOT = /opt/conveyor).
+# Then the project itself. Conveyor finds dags/ and include/pipelines/ through
+# CONVEYOR_PROJECT_DIR=/opt/conveyor (set below and in docker-compose.yaml), not its install path.
 COPY include/ include/
 COPY plugins/ plugins/
 COPY dags/ dags/
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra distributed --no-editable
 
 # A non-root user (Airflow's image uses the same UID) owning the directories that become
 # named volumes, so Docker initialises them with this owner.

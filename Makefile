@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 # uv on PATH if present, else the one `make uv` installs with pip (evaluated lazily).
 UV = $(if $(shell command -v uv 2>/dev/null),uv,python3 -m uv)
+export CONVEYOR_PROJECT_DIR ?= $(CURDIR)
 export CONVEYOR_HOME ?= $(CURDIR)/.conveyor
 export GX_ANALYTICS_ENABLED = false
 export DVC_NO_ANALYTICS = 1
@@ -9,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export DO_NOT_TRACK = 1
 PYTEST_ARGS ?=
 
-.PHONY: help uv system-deps test-distributed install demo demo-init demo-up demo-run stop status new-data traffic test lint format bench clean
+.PHONY: help uv system-deps test-distributed test-compat install demo demo-init demo-up demo-run stop status new-data traffic test lint format bench clean
 
 help:
 	@echo "make demo   install, create the demo, start Airflow + MLflow UI, train breast_cancer, serve it"
@@ -96,3 +97,9 @@ bench: install
 
 clean:
 	rm -rf .conveyor
+
+# The wheel installed into fresh virtualenvs beside each supported Airflow minor (make test
+# runs the floor, 3.1, only).
+test-compat: install
+	CONVEYOR_COMPAT_AIRFLOW='apache-airflow==3.1.*' $(UV) run --frozen pytest tests/compat $(PYTEST_ARGS)
+	CONVEYOR_COMPAT_AIRFLOW='apache-airflow==3.2.*' $(UV) run --frozen pytest tests/compat $(PYTEST_ARGS)

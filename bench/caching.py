@@ -40,8 +40,8 @@ DEFAULT_SIZES = "10k,1M"
 def check_worker(pipeline: str) -> None:
     """The cache check alone in a fresh process, as a plain script would start with it."""
     launched = float(os.environ.get("BENCH_LAUNCHED_AT", time.time()))
-    from conveyor.caching import check_inputs
     from conveyor.config import load_pipeline_config, pipeline_path
+    from conveyor.registry.caching import check_inputs
     from conveyor.settings import Settings
 
     settings = Settings.from_env()
@@ -65,7 +65,7 @@ def run_check(pipeline: str) -> dict[str, Any]:
     return result
 
 
-#: The cache key holds the project's git HEAD (conveyor.lineage.project_git_rev): a commit
+#: The cache key holds the project's git HEAD (conveyor.registry.lineage.code_identity): a commit
 #: to this checkout between the full run and an unchanged one (other people work in it)
 #: rightly makes the latter train. Such a run is retried, not counted, up to this often.
 MAX_RETRIES = 3

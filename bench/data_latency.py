@@ -1,12 +1,12 @@
 """Data change latency: a new data version pushed -> a retraining run queued, on a real Airflow.
 
 The demo's breast-cancer pipeline runs on a real LocalExecutor (scheduler, dag-processor,
-triggerer, api-server under ``conveyor.supervisor.AirflowSupervisor``, private
+triggerer, api-server under ``conveyor_runtime.supervisor.AirflowSupervisor``, private
 ``AIRFLOW_HOME``) with its default data watcher: an Airflow 3 ``AssetWatcher`` whose
 trigger (``DvcUpdateTrigger``) polls the DVC registry every
 ``CONVEYOR_WATCH_POLL_SECONDS`` seconds in the triggerer. For each push:
 
-* push = ``conveyor.demo.new_data_version`` (a new CSV committed and pushed to the data
+* push = ``conveyor_runtime.demo.new_data_version`` (a new CSV committed and pushed to the data
   registry, as ``make new-data`` does); the clock starts when it returns;
 * latency = the new run's ``queued_at`` (REST API) - push; split into push -> asset event
   (the watcher noticing; the event's timestamp) and asset event -> run queued (scheduler);
@@ -138,7 +138,7 @@ def wait_no_tasks(client, timeout: float = 120) -> None:
 def poll_cost(settings, repeats: int) -> list[float]:
     """Seconds of the check each poll of the watcher does (see DvcUpdateTrigger._read)."""
     from conveyor.config import load_pipeline_config, pipeline_path
-    from conveyor.data import read_tracked_md5, resolve_rev
+    from conveyor.data.source import read_tracked_md5, resolve_rev
 
     cfg = load_pipeline_config(pipeline_path(PIPELINE, settings.pipelines_dir))
     out = []
@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     started = time.perf_counter()
-    from conveyor.demo import init_data_registry, init_demo, new_data_version
     from conveyor.settings import Settings
+    from conveyor_runtime.demo import init_data_registry, init_demo, new_data_version
 
     settings = Settings.from_env()
     t = time.perf_counter()

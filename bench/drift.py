@@ -1,4 +1,4 @@
-"""Drift check: ``conveyor.drift`` on N rows x 30 features vs the same statistics by hand.
+"""Drift check: ``conveyor.monitoring.drift`` on N rows x 30 features vs the same statistics by hand.
 
 Reference = generated training data, current = another draw with 5 of the 30 features
 shifted (so some features drift and the report has something to say). Timed in one
@@ -56,7 +56,7 @@ def worker(rows: int) -> None:
     import scipy.stats  # noqa: F401
 
     from conveyor.config import PipelineConfig
-    from conveyor.drift import build_profile, compute_drift
+    from conveyor.monitoring.drift import build_profile, compute_drift
 
     cfg = PipelineConfig.model_validate(c.pipeline_dict("bench_drift", "data/bench.csv"))
     reference = c.make_frame(rows, seed=1)

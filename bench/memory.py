@@ -3,8 +3,8 @@
 For each size a fresh interpreter imports what the training task imports, records its
 RSS (the baseline), then does what the task does with the validated snapshot, through
 the same core functions: read the Parquet file column by column
-(``conveyor.frames.read_parquet_columns``), keep only the training rows
-(``conveyor.splits.split_part``) and fit the pipeline (``conveyor.training.train_model``:
+(``conveyor.data.frames.read_parquet_columns``), keep only the training rows
+(``conveyor.data.splits.split_part``) and fit the pipeline (``conveyor.modeling.training.train_model``:
 HistGradientBoostingClassifier, numeric preprocessing ``auto``, i.e. none for it; one
 thread). Peak RSS comes from the kernel's high-water mark (``VmHWM``, reset through
 ``/proc/self/clear_refs`` between phases), cross-checked with ``ru_maxrss``.
@@ -50,9 +50,9 @@ def worker(parquet: str, rows: int, way: str) -> None:
     import threadpoolctl  # noqa: F401
 
     from conveyor.config import PipelineConfig, PreprocessSpec
-    from conveyor.frames import read_parquet_columns
-    from conveyor.splits import split_frame, split_part
-    from conveyor.training import train_model
+    from conveyor.data.frames import read_parquet_columns
+    from conveyor.data.splits import split_frame, split_part
+    from conveyor.modeling.training import train_model
 
     cfg = PipelineConfig.model_validate(c.pipeline_dict("bench_memory", "data/bench.csv"))
     if way == "baseline":

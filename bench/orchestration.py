@@ -12,7 +12,7 @@ estimator, no grid search) trains on it. The same steps then run two ways:
     interpreter start and imports count, once.
 (b) **Airflow**: the training DAG (``conveyor_airflow.factory``) on a real LocalExecutor:
     scheduler, dag-processor, triggerer and api-server under
-    ``conveyor.supervisor.AirflowSupervisor``, triggered through the REST API; wall time
+    ``conveyor_runtime.supervisor.AirflowSupervisor``, triggered through the REST API; wall time
     from the trigger request to the run's observed end. Components are started (and a
     warm-up run made) before timing, as in a long-lived deployment. ``--airflow dagtest``
     measures ``dag.test()`` in a fresh process instead: labelled as such, because it
@@ -76,11 +76,15 @@ TASK_IO = {
 #: fail fast on a wrong dotted path). Keep in step with the operators. MLflow's SQLAlchemy
 #: stores are imported by the first client call on a ``sqlite:`` tracking URI (~1.5 s).
 TASK_IMPORTS = {
-    "resolve_inputs": ["conveyor.caching", "conveyor.training", "sklearn.ensemble"],
-    "pull_data": ["conveyor.data", "dvc.repo", "dvc.api"],
+    "resolve_inputs": [
+        "conveyor.registry.caching",
+        "conveyor.modeling.training",
+        "sklearn.ensemble",
+    ],
+    "pull_data": ["conveyor.data.source", "dvc.repo", "dvc.api"],
     "validate_data": [
         "conveyor.artifacts",
-        "conveyor.validation",
+        "conveyor.validation.expectations",
         "pandas",
         "great_expectations",
         "pyarrow.parquet",
@@ -91,11 +95,11 @@ TASK_IMPORTS = {
         "mlflow.store.model_registry.sqlalchemy_store",
         "mlflow.sklearn",
         "mlflow.models",
-        "conveyor.tracking",
-        "conveyor.registry",
-        "conveyor.splits",
-        "conveyor.training",
-        "conveyor.model_io",
+        "conveyor.registry.tracking",
+        "conveyor.registry.models",
+        "conveyor.data.splits",
+        "conveyor.modeling.training",
+        "conveyor.modeling.model_io",
         "pandas",
         "pyarrow.parquet",
         "sklearn.compose",
@@ -111,11 +115,11 @@ TASK_IMPORTS = {
         "mlflow",
         "mlflow.store.tracking.sqlalchemy_store",
         "mlflow.store.model_registry.sqlalchemy_store",
-        "conveyor.tracking",
-        "conveyor.evaluation",
-        "conveyor.model_io",
-        "conveyor.registry",
-        "conveyor.splits",
+        "conveyor.registry.tracking",
+        "conveyor.modeling.evaluation",
+        "conveyor.modeling.model_io",
+        "conveyor.registry.models",
+        "conveyor.data.splits",
         "pandas",
         "pyarrow.parquet",
         "sklearn.metrics",
@@ -123,22 +127,22 @@ TASK_IMPORTS = {
         "skops.io",
         "matplotlib.pyplot",
     ],
-    "gate": ["conveyor.gate"],
+    "gate": ["conveyor.modeling.gate"],
     "register_model": [
         "mlflow",
         "mlflow.store.tracking.sqlalchemy_store",
         "mlflow.store.model_registry.sqlalchemy_store",
-        "conveyor.tracking",
-        "conveyor.lineage",
-        "conveyor.registry",
+        "conveyor.registry.tracking",
+        "conveyor.registry.lineage",
+        "conveyor.registry.models",
     ],
     "deploy_model": [
         "mlflow",
         "mlflow.store.tracking.sqlalchemy_store",
         "mlflow.store.model_registry.sqlalchemy_store",
-        "conveyor.tracking",
-        "conveyor.deploy",
-        "conveyor.registry",
+        "conveyor.registry.tracking",
+        "conveyor.deploy.rollout",
+        "conveyor.registry.models",
         "pandas",
         "pyarrow.parquet",
     ],
@@ -179,8 +183,8 @@ def plain_worker(pipeline: str) -> None:
     import mlflow
     import yaml
 
-    from conveyor.data import import_dvc
-    from conveyor.validation import _import_gx
+    from conveyor.data.source import import_dvc
+    from conveyor.validation.expectations import _import_gx
 
     _import_gx()
     import_dvc()
@@ -189,19 +193,24 @@ def plain_worker(pipeline: str) -> None:
             if name != "great_expectations":
                 importlib.import_module(name)
 
-    from conveyor import tracking
-    from conveyor.caching import check_inputs
     from conveyor.config import load_pipeline_config, pipeline_path
-    from conveyor.data import fetch
-    from conveyor.deploy import check_contract, deploy, sample_rows, smoke_test
-    from conveyor.evaluation import compute_metrics, write_plots
-    from conveyor.gate import decide
-    from conveyor.lineage import cache_key, project_git_rev
-    from conveyor.registry import PRODUCTION, lineage_tags, register_version, version_by_alias
+    from conveyor.data.source import fetch
+    from conveyor.data.splits import split_frame
+    from conveyor.deploy.rollout import check_contract, deploy, sample_rows, smoke_test
+    from conveyor.modeling.evaluation import compute_metrics, write_plots
+    from conveyor.modeling.gate import decide
+    from conveyor.modeling.training import log_model, train_model
+    from conveyor.registry import tracking
+    from conveyor.registry.caching import check_inputs
+    from conveyor.registry.lineage import cache_key, code_identity
+    from conveyor.registry.models import (
+        PRODUCTION,
+        lineage_tags,
+        register_version,
+        version_by_alias,
+    )
     from conveyor.settings import Settings
-    from conveyor.splits import split_frame
-    from conveyor.training import log_model, train_model
-    from conveyor.validation import read_dataset, validate_frame
+    from conveyor.validation.expectations import read_dataset, validate_frame
 
     lap("imports")
 
@@ -240,7 +249,7 @@ def plain_worker(pipeline: str) -> None:
         data_md5=snapshot.md5,
         data_git_sha=snapshot.git_sha,
         config_hash=cfg.config_hash(),
-        project_git_rev=project_git_rev(),
+        project_git_rev=code_identity(c.REPO),
     )
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_id, tags=tags) as run:
         result = train_model(train, cfg, n_jobs=1)
@@ -252,9 +261,9 @@ def plain_worker(pipeline: str) -> None:
             config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
         )
         mlflow.log_metric("train_rows", result.train_rows)
-        if importlib.util.find_spec("conveyor.drift") is not None:
+        if importlib.util.find_spec("conveyor.monitoring.drift") is not None:
             # As the train task does since drift monitoring landed: the reference profile.
-            from conveyor.drift import PROFILE_ARTIFACT, build_profile
+            from conveyor.monitoring.drift import PROFILE_ARTIFACT, build_profile
 
             mlflow.log_dict(build_profile(train, cfg, seed=cfg.split.seed), PROFILE_ARTIFACT)
         lap("log_model")
@@ -269,7 +278,7 @@ def plain_worker(pipeline: str) -> None:
     decision = decide(metrics, cfg, production=None, production_version=None)
     assert decision.passed, decision.summary()
     lap("gate")
-    code_rev = project_git_rev()
+    code_rev = code_identity(c.REPO)
     version, _ = register_version(
         client,
         name=cfg.model_name,
@@ -351,8 +360,8 @@ def _cpu_self_and_children() -> float:
 
 def handoff_io(data_file, frame, cfg, model_uri: str, run_dir: Path, tmp: Path) -> dict:
     """The extra I/O of handing data between tasks, timed here outside the plain run."""
-    from conveyor.model_io import load_model
-    from conveyor.splits import split_frame
+    from conveyor.data.splits import split_frame
+    from conveyor.modeling.model_io import load_model
 
     out: dict[str, float] = {}
     target = tmp / "handoff"
@@ -437,7 +446,7 @@ def probe_worker(dag_file: str) -> None:
     integrate_macros_plugins()
     # With CONVEYOR_PRELOAD_MODULES (--preload) the scheduler imported these before it
     # forked the worker: a task only pays for what is left.
-    from conveyor.airflow_preload import preload, requested_modules
+    from conveyor_runtime.preload import preload, requested_modules
 
     preloaded = requested_modules()
     if preloaded:
@@ -451,11 +460,11 @@ def probe_worker(dag_file: str) -> None:
             t = time.perf_counter()
             for name in modules:
                 if name == "great_expectations":
-                    from conveyor.validation import _import_gx
+                    from conveyor.validation.expectations import _import_gx
 
                     _import_gx()
                 elif name.startswith("dvc"):
-                    from conveyor.data import import_dvc
+                    from conveyor.data.source import import_dvc
 
                     import_dvc()
                     importlib.import_module(name)
@@ -514,7 +523,7 @@ class LocalAirflow:
     """The real components under Conveyor's supervisor, on a free port."""
 
     def __init__(self, settings) -> None:
-        from conveyor.supervisor import AirflowSupervisor
+        from conveyor_runtime.supervisor import AirflowSupervisor
 
         self.settings = settings
         self.sup = AirflowSupervisor(settings)
@@ -522,8 +531,9 @@ class LocalAirflow:
         self.startup: dict[str, float] = {}
 
     def start(self) -> None:
-        from conveyor.cli import airflow_init
-        from conveyor.supervisor import AirflowClient, free_port
+        from conveyor_runtime.bootstrap import airflow_init
+        from conveyor_runtime.processes import free_port
+        from conveyor_runtime.supervisor import embedded_client
 
         t = time.perf_counter()
         airflow_init(self.settings)
@@ -531,7 +541,7 @@ class LocalAirflow:
         t = time.perf_counter()
         state = self.sup.start(port=free_port(), timeout=300)
         self.startup["healthy_s"] = time.perf_counter() - t
-        self.client = AirflowClient.for_settings(self.settings, url=state["url"])
+        self.client = embedded_client(self.settings, url=state["url"])
 
     def prepare(self, dag_ids: list[str]) -> None:
         t = time.perf_counter()
@@ -679,8 +689,8 @@ def setup_data(home: Path, datasets: dict[int, dict[str, list[str]]]) -> None:
     """Registry with one CSV per data set (key: rows, negative for the warm-up set); the
     pipeline YAMLs of its plain and Airflow runs (one per run: each starts with no
     production model), and a DAG file for each Airflow one."""
-    from conveyor import tracking
-    from conveyor.data_registry import init_registry, publish_file
+    from conveyor.data.registry import init_registry, publish_file
+    from conveyor.registry import tracking
     from conveyor.settings import Settings
 
     # A deployment's MLflow store exists before any run: create it (and its schema, which
@@ -840,8 +850,8 @@ def main(argv: list[str] | None = None) -> int:
             startup.update(local.startup)
             local.stop()
     elif args.airflow == "dagtest":
-        from conveyor.cli import airflow_init
         from conveyor.settings import Settings
+        from conveyor_runtime.bootstrap import airflow_init
 
         airflow_init(Settings.from_env())
         for i in range(repeats):

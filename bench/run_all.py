@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, script, full, quick in SCRIPTS:
         if only and name not in only:
             continue
-        if name == "drift" and importlib.util.find_spec("conveyor.drift") is None:
+        if name == "drift" and importlib.util.find_spec("conveyor.monitoring.drift") is None:
             print("\n=== drift: skipped (conveyor.drift is not there yet) ===", flush=True)
             continue
         print(f"\n=== {name} ===", flush=True)

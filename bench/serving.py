@@ -160,12 +160,12 @@ def prepare_model() -> tuple[str, Any, list[str]]:
     import yaml
     from sklearn.datasets import load_breast_cancer
 
-    from conveyor import tracking
     from conveyor.config import load_pipeline_config
-    from conveyor.registry import lineage_tags, promote, register_version
+    from conveyor.data.splits import split_frame
+    from conveyor.modeling.training import log_model, train_model
+    from conveyor.registry import tracking
+    from conveyor.registry.models import lineage_tags, promote, register_version
     from conveyor.settings import Settings
-    from conveyor.splits import split_frame
-    from conveyor.training import log_model, train_model
 
     settings = Settings.from_env()
     cfg = load_pipeline_config(c.REPO / "include" / "pipelines" / "breast_cancer.yaml")
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     paths = {"conveyor": "/predict", "mlflow": "/invocations"}
-    from conveyor.supervisor import free_port
+    from conveyor_runtime.processes import free_port
 
     results: dict[str, dict[str, dict[int, dict]]] = {}
     ready: dict[str, float] = {}

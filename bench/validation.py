@@ -1,4 +1,4 @@
-"""Validation: Great Expectations (``conveyor.validation.validate_frame``) vs plain pandas.
+"""Validation: Great Expectations (``conveyor.validation.expectations.validate_frame``) vs plain pandas.
 
 Generated data of N rows x 30 float columns is checked against the same spec both ways:
 the column set, the row count, each column's dtype, not-null and a min/max range (92
@@ -107,7 +107,7 @@ def worker(engine: str, rows: int, repeats: int) -> None:
     import pandas  # noqa: F401
 
     if engine == "gx":
-        from conveyor.validation import _import_gx, validate_frame
+        from conveyor.validation.expectations import _import_gx, validate_frame
 
         _import_gx()
 

@@ -7,10 +7,10 @@ import logging
 
 from conveyor.config import list_pipelines
 from conveyor.errors import ConfigError
-from conveyor.settings import Settings
+from conveyor_airflow.config import conveyor_settings
 from conveyor_airflow.factory import build_monitor_dag, monitor_dag_id
 
-for _name in list_pipelines(Settings.from_env().pipelines_dir):
+for _name in list_pipelines(conveyor_settings().pipelines_dir):
     try:
         globals()[monitor_dag_id(_name)] = build_monitor_dag(_name)
     except ConfigError as exc:  # that pipeline's own DAG file shows the error

@@ -27,6 +27,7 @@ for source in [
 
 os.environ.update(
     {
+        "CONVEYOR_PROJECT_DIR": str(REPO),
         "CONVEYOR_HOME": str(SESSION_HOME),
         "CONVEYOR_PIPELINES_DIR": str(PIPELINES),
         "CONVEYOR_DATA_REGISTRY": str(SESSION_HOME / "data-registry"),
@@ -58,8 +59,8 @@ for source in (REPO / "tests" / "fixtures" / "pipelines").glob("*.yaml"):
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
 sys.path.insert(0, str(REPO / "tests"))
 
-from conveyor.airflow_env import airflow_env  # noqa: E402
 from conveyor.settings import Settings  # noqa: E402
+from conveyor_runtime.airflow_env import airflow_env  # noqa: E402
 
 os.environ.update(airflow_env(Settings.from_env()))
 
@@ -84,7 +85,7 @@ def airflow_db(settings: Settings) -> Path:
 @pytest.fixture(scope="session")
 def demo_registry(settings: Settings) -> dict[str, str]:
     """The session's DVC data registry with the demo datasets published once."""
-    from conveyor.demo import init_demo
+    from conveyor_runtime.demo import init_demo
 
     return init_demo(settings)
 

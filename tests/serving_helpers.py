@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import yaml
 
-from conveyor import tracking
 from conveyor.config import PipelineConfig, load_pipeline_config
-from conveyor.registry import lineage_tags, register_version
+from conveyor.registry import tracking
+from conveyor.registry.models import lineage_tags, register_version
 
 if TYPE_CHECKING:
     import pandas as pd
     from fastapi import FastAPI
     from mlflow import MlflowClient
 
+    from conveyor.modeling.training import TrainResult
     from conveyor.settings import Settings
-    from conveyor.training import TrainResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,8 @@ def train_breast_cancer(config: PipelineConfig) -> tuple[TrainResult, pd.DataFra
     """Fit ``config`` on scikit-learn's breast-cancer data: (result, train, test)."""
     from sklearn.datasets import load_breast_cancer
 
-    from conveyor.splits import split_frame
-    from conveyor.training import train_model
+    from conveyor.data.splits import split_frame
+    from conveyor.modeling.training import train_model
 
     train, test = split_frame(load_breast_cancer(as_frame=True).frame, config)
     return train_model(train, config), train, test
@@ -65,7 +65,7 @@ def log_trained(
     """Log ``result`` in a new run of experiment ``config.name``: (client, run_id, model_uri)."""
     import mlflow
 
-    from conveyor.training import log_model
+    from conveyor.modeling.training import log_model
 
     client = tracking.configure(settings)
     experiment = tracking.ensure_experiment(client, config.name, settings)

@@ -24,7 +24,7 @@ class ValidationFailed(ConveyorError):
     """The dataset broke one or more expectations.
 
     ``summary`` holds the machine-readable validation summary (see
-    :func:`conveyor.validation.validate_frame`), so callers can store it as lineage.
+    :func:`conveyor.validation.expectations.validate_frame`), so callers can store it as lineage.
     """
 
     def __init__(self, message: str, summary: dict | None = None) -> None:

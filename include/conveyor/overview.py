@@ -13,7 +13,7 @@ from typing import Any
 from conveyor.artifacts import join_url
 from conveyor.config import list_pipelines, load_pipeline_config, pipeline_path
 from conveyor.errors import ConveyorError
-from conveyor.production_lookup import alias_tags
+from conveyor.registry.production import alias_tags
 from conveyor.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetWatcher, Param
 
 from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
+from conveyor_airflow.config import conveyor_settings
 from conveyor_airflow.notifiers import ConveyorNotifier
 from conveyor_airflow.operators import (
     ConveyorApprovalOperator,
@@ -169,7 +171,7 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
     resolve inputs (pin data rev, skip unchanged) → pull → validate → train → evaluate →
     gate → register. Scheduled by new data (asset watcher) and optionally by a cron.
     """
-    settings = Settings.from_env()
+    settings = conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     source = pipeline_path(name, directory)
     config = load_pipeline_config(source)
@@ -186,7 +188,9 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
         tags=["conveyor", config.task, *config.tags],
         doc_md=_doc(config, source),
     ) as dag:
-        common = {"pipeline": config.name}
+        common: dict[str, Any] = {"pipeline": config.name}
+        if pipelines_dir:  # operators read the YAML at run time from the same folder
+            common["pipelines_dir"] = str(directory)
         inputs = ResolveInputsOperator(
             task_id="resolve_inputs",
             data_rev="{{ params.data_rev or '' }}",
@@ -277,7 +281,7 @@ def build_rollback_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
     """
     from conveyor.config import list_pipelines
 
-    settings = Settings.from_env()
+    settings = conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     names = list_pipelines(directory)
     pipeline_param = (
@@ -330,7 +334,7 @@ def _config_and_asset(name: str, pipelines_dir: str | Path | None) -> tuple[Pipe
     asset's watchers from every file that mentions it, so an outlet-only copy without the
     watcher would remove the trigger on each parse of that file and re-add it on the next.
     """
-    settings = Settings.from_env()
+    settings = conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     config = load_pipeline_config(pipeline_path(name, directory))
     return config, data_asset(config, settings)

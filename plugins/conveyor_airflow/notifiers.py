@@ -100,7 +100,7 @@ class ConveyorNotifier(BaseNotifier):
         }
 
     def notify(self, context: Context) -> None:
-        from conveyor.notifications import post_webhook
+        from conveyor.monitoring.notifications import post_webhook
 
         payload = self.payload(context)
         log.warning("%s", payload["text"])

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from conveyor.artifacts import join_url
 from conveyor.overview import pipeline_overview
-from conveyor.settings import Settings
+from conveyor_airflow.config import conveyor_settings
 from conveyor_airflow.links import artifact_href
 
 app = FastAPI(title="Conveyor", description="Conveyor pipeline overview and run artifacts")
@@ -26,7 +26,7 @@ app = FastAPI(title="Conveyor", description="Conveyor pipeline overview and run 
 
 def _report_link(url: str | None) -> str:
     """A link to a report in the artifact store, served by this app's /artifacts route."""
-    href = artifact_href(url, Settings.from_env().artifact_root)
+    href = artifact_href(url, conveyor_settings().artifact_root)
     return f' · <a href="{html.escape(href)}">report</a>' if href else ""
 
 
@@ -115,12 +115,12 @@ th{{text-align:left;padding-right:1.5rem;font-weight:600;vertical-align:top}}td,
 
 @app.get("/", response_class=HTMLResponse)
 def overview_page() -> str:
-    return render_overview(pipeline_overview(Settings.from_env()))
+    return render_overview(pipeline_overview(conveyor_settings()))
 
 
 @app.get("/api/pipelines")
 def overview_json() -> JSONResponse:
-    return JSONResponse(pipeline_overview(Settings.from_env()))
+    return JSONResponse(pipeline_overview(conveyor_settings()))
 
 
 @app.get("/artifacts/{path:path}")
@@ -130,7 +130,7 @@ def artifact(path: str) -> Response:
     parts = [p for p in path.split("/") if p]
     if not parts or any(p in (".", "..") or "\\" in p for p in parts):
         raise HTTPException(status_code=400, detail="invalid artifact path")
-    fs, target = url_to_fs(join_url(Settings.from_env().artifact_root, *parts))
+    fs, target = url_to_fs(join_url(conveyor_settings().artifact_root, *parts))
     if not fs.isfile(target):
         raise HTTPException(status_code=404, detail=f"no artifact {path}")
     with fs.open(target, "rb") as fh:

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from serving_helpers import REPO, ServiceProcess, free_port
 
-from conveyor import audit, tracking
-from conveyor.registry import PRODUCTION, version_by_alias
+from conveyor.registry import audit, tracking
+from conveyor.registry.models import PRODUCTION, version_by_alias
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def env(airflow_db, demo_registry, settings, tmp_path_factory):
     """Pipeline YAML + DAG file, the crashing class trusted, and the service process."""
     import crashing_estimator  # noqa: F401  (tests/fixtures on sys.path below)
 
-    import conveyor.model_io as model_io
+    import conveyor.modeling.model_io as model_io
 
     port = free_port()
     write_pipeline(settings, port, GOOD)
@@ -131,7 +131,7 @@ def production(client) -> str:
 def predict_ok(service) -> bool:
     import pandas as pd
 
-    from conveyor.demo import dataset_frame
+    from conveyor_runtime.datasets import dataset_frame
 
     frame: pd.DataFrame = dataset_frame("breast_cancer").drop(columns=["target"]).head(2)
     response = httpx.post(

@@ -24,11 +24,11 @@ import pytest
 import yaml
 from serving_helpers import REPO, ServiceProcess
 
-from conveyor.data_registry import publish_file
-from conveyor.demo import dataset_frame
-from conveyor.monitoring import prediction_log_dir
+from conveyor.data.registry import publish_file
+from conveyor.monitoring.checks import prediction_log_dir
 from conveyor.serving.prediction_log import read_prediction_log
-from conveyor.traffic import send_traffic
+from conveyor_runtime.datasets import dataset_frame
+from conveyor_runtime.traffic import send_traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +159,7 @@ def test_drift_with_new_data_requests_retraining_on_it(env):
     from airflow.utils.session import create_session
     from sqlalchemy import select, update
 
-    from conveyor.data import read_tracked_md5
+    from conveyor.data.source import read_tracked_md5
 
     settings, _, tmp = env
     with create_session() as session:  # Airflow queues runs for unpaused DAGs only

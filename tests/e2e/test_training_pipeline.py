@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conveyor import tracking
 from conveyor.artifacts import RunArtifacts
-from conveyor.data_registry import publish_file
-from conveyor.demo import DATASETS, dataset_frame
-from conveyor.registry import COMPLETE_TAG, PRODUCTION, version_by_alias
+from conveyor.data.registry import publish_file
+from conveyor.registry import tracking
+from conveyor.registry.models import COMPLETE_TAG, PRODUCTION, version_by_alias
+from conveyor_runtime.datasets import DATASETS, dataset_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -130,6 +130,23 @@ def test_unchanged_inputs_skip_the_run(env, capfd):
     assert "inputs unchanged since production v1" in out.out + out.err
 
 
+def test_a_new_package_version_invalidates_the_skip(env, monkeypatch, capfd):
+    """The code identity in the cache key holds Conveyor's version: after an upgrade the
+    same data and config retrain instead of being skipped."""
+    import conveyor.registry.lineage as lineage
+
+    _, client = env
+    monkeypatch.setattr(lineage, "__version__", "99.0.0")
+    dag_run, states = run_pipeline("breast_cancer")
+    assert states["resolve_inputs"] == "success" and states["register_model"] == "success"
+    out = capfd.readouterr()
+    assert "inputs differ from production" in out.out + out.err
+    new = next(
+        v for v in versions(client, "breast_cancer") if v.tags["conveyor.run_id"] == dag_run.run_id
+    )
+    assert new.tags["conveyor.project_git_rev"].startswith("conveyor-99.0.0+sklearn-")
+
+
 def _nan_target(f):
     f = f.copy()
     f.loc[f.index[:3], "target"] = float("nan")
@@ -226,7 +243,7 @@ def test_unknown_estimator_fails_in_the_first_task(env, capfd):
 
 def test_reproduce_gives_identical_metrics(env, capsys):
     """`conveyor models reproduce` retrains production from its lineage alone."""
-    from conveyor.cli import main
+    from conveyor_runtime.cli import main
 
     _, client = env
     production = version_by_alias(client, "breast_cancer", PRODUCTION)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from conveyor.data import read_tracked_md5
+from conveyor.data.source import read_tracked_md5
 from conveyor_airflow.sensors.dvc_update import DvcUpdateSensor, last_seen_variable
 from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.data import read_tracked_md5
-from conveyor.data_registry import init_registry, publish_file
+from conveyor.data.registry import init_registry, publish_file
+from conveyor.data.source import read_tracked_md5
 from conveyor_airflow.triggers.dvc_update import LAST_MD5_KEY, DvcUpdateTrigger
 
 

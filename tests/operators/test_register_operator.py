@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from conveyor import tracking
-from conveyor.registry import PRODUCTION, version_by_alias
+from conveyor.registry import tracking
+from conveyor.registry.models import PRODUCTION, version_by_alias
 from conveyor_airflow.operators import RegisterModelOperator
 
 
@@ -18,9 +18,9 @@ def trained(settings):
     from sklearn.datasets import load_diabetes
 
     from conveyor.config import load_pipeline_config, pipeline_path
-    from conveyor.evaluation import compute_metrics
-    from conveyor.splits import split_frame
-    from conveyor.training import log_model, train_model
+    from conveyor.data.splits import split_frame
+    from conveyor.modeling.evaluation import compute_metrics
+    from conveyor.modeling.training import log_model, train_model
 
     config = load_pipeline_config(pipeline_path("diabetes", settings.pipelines_dir))
     config = config.model_copy(update={"name": "register_op_test"})
@@ -56,6 +56,7 @@ def make_operator(trained) -> RegisterModelOperator:
             "git_sha": "a" * 40,
             "md5": "0" * 32,
             "rev_source": "branch",
+            "code_rev": "conveyor-test+git.abc",
         },
         validation={"success": True, "rows": 442, "evaluated": 30, "failed": 0, "docs_uri": None},
         training=upstream["training"],

@@ -24,8 +24,8 @@ from serving_helpers import (
     train_breast_cancer,
 )
 
-from conveyor import tracking
-from conveyor.registry import promote
+from conveyor.registry import tracking
+from conveyor.registry.models import promote
 
 MODEL = "reliability_service"
 TOKEN = "rel-admin-9f3c2b7e1d"

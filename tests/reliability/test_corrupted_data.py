@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 
 from conveyor.config import PipelineConfig, load_pipeline_config
-from conveyor.demo import dataset_frame
 from conveyor.errors import ValidationFailed
-from conveyor.validation import read_dataset, validate_frame
+from conveyor.validation.expectations import read_dataset, validate_frame
+from conveyor_runtime.datasets import dataset_frame
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_pipeline_config(REPO / "include" / "pipelines" / "breast_cancer.yaml")

@@ -15,9 +15,9 @@ import subprocess
 import pytest
 from serving_helpers import free_port
 
-from conveyor import data
-from conveyor.data import fetch
-from conveyor.data_registry import init_registry, publish_file
+from conveyor.data import source as data
+from conveyor.data.registry import init_registry, publish_file
+from conveyor.data.source import fetch
 from conveyor.errors import DataError
 
 
@@ -44,7 +44,10 @@ def test_unreachable_remote_names_registry_commit_path_and_remote(tmp_path, monk
     ).stdout.strip()
     out = tmp_path / "out"
 
-    with caplog.at_level(logging.WARNING, logger="conveyor.data"), pytest.raises(DataError) as exc:
+    with (
+        caplog.at_level(logging.WARNING, logger="conveyor.data.source"),
+        pytest.raises(DataError) as exc,
+    ):
         fetch(str(registry), "data/table.csv", "main", out)
 
     message = str(exc.value)

@@ -29,11 +29,11 @@ from serving_helpers import (
     train_breast_cancer,
 )
 
-from conveyor import audit
-from conveyor.deploy import switch_production
+from conveyor.deploy.rollout import switch_production
 from conveyor.errors import DeployError
-from conveyor.model_io import load_model
-from conveyor.registry import PRODUCTION, promote, version_by_alias
+from conveyor.modeling.model_io import load_model
+from conveyor.registry import audit
+from conveyor.registry.models import PRODUCTION, promote, version_by_alias
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 - No credentials in any tracked file (cloud keys, private keys, tokens): secrets come from
   the environment or Airflow Connections.
 - Models are stored with skops, never pickle, and every place that serialises or loads
-  one uses the single reviewed list ``conveyor.model_io.SKOPS_TRUSTED_TYPES``.
+  one uses the single reviewed list ``conveyor.modeling.model_io.SKOPS_TRUSTED_TYPES``.
 
 (A dependency audit of ``uv.lock`` needs a vulnerability database this machine cannot
 reach; it is not a test here, see the README's Failure modes.)

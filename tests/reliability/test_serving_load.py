@@ -13,8 +13,8 @@ import time
 import httpx
 import psutil
 
-from conveyor import tracking
-from conveyor.registry import promote
+from conveyor.registry import tracking
+from conveyor.registry.models import promote
 
 LOAD_SECONDS = 10.0
 MiB = 1 << 20

@@ -30,9 +30,9 @@ import httpx
 import pytest
 from serving_helpers import free_port
 
-from conveyor import tracking
 from conveyor.errors import RegistryError
-from conveyor.registry import (
+from conveyor.registry import tracking
+from conveyor.registry.models import (
     CANDIDATE,
     COMPLETE_TAG,
     find_run_version,

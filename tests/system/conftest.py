@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from conveyor.settings import Settings
-from conveyor.supervisor import AirflowClient, AirflowSupervisor, free_port, session_members
+from conveyor_runtime.processes import free_port, session_members
+from conveyor_runtime.supervisor import AirflowSupervisor, embedded_client
 
 #: Seconds the components may take to become healthy (about 45 s here without a bytecode cache).
 START_TIMEOUT = 240
@@ -82,7 +83,7 @@ def check_stopped():
 @pytest.fixture(scope="session")
 def airflow_server(settings: Settings, demo_registry: dict[str, str]):
     """(supervisor, client) for a real Airflow on a free port; everything stopped afterwards."""
-    from conveyor.cli import airflow_init
+    from conveyor_runtime.bootstrap import airflow_init
 
     started = time.monotonic()
     airflow_init(settings)  # db migrate, demo password, `conveyor_training` pool (idempotent)
@@ -94,7 +95,7 @@ def airflow_server(settings: Settings, demo_registry: dict[str, str]):
         f"\n[airflow_server] init {init_s:.1f} s, components healthy after "
         f"{time.monotonic() - started:.1f} s on port {state['port']}"
     )
-    client = AirflowClient.for_settings(settings, url=state["url"])
+    client = embedded_client(settings, url=state["url"])
     sessions = {c["pgid"] for c in state["components"].values()}
     seen: set[int] = set()
     try:

@@ -15,8 +15,8 @@ import time
 import pytest
 from services.tasks import task_processes
 
-from conveyor import audit, tracking
-from conveyor.registry import PRODUCTION, version_by_alias
+from conveyor.registry import audit, tracking
+from conveyor.registry.models import PRODUCTION, version_by_alias
 
 pytestmark = pytest.mark.system
 

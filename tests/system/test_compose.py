@@ -331,8 +331,18 @@ def test_dockerfile_installs_exactly_what_uv_lock_says():
     assert any(re.search(r"pip install .*\buv==", r) for r in runs), "uv installed with pip"
     syncs = [r for r in runs if "uv sync" in r]
     assert syncs, "no `uv sync`"
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    # A bare install of the provider has no Celery/Postgres/Redis/S3/service: the image
+    # must ask for the extras the compose services run (no Docker engine here to try it).
+    needed = {"serve", "s3", "celery", "postgres", "redis"}
+    assert needed <= set(extras)
+    assert all(f"conveyor-mlops[{','.join(sorted(needed))}]" in r for r in extras["distributed"])
     for sync in syncs:
         assert "--frozen" in sync and "--no-dev" in sync, sync
+        assert "--extra distributed" in sync, f"the image misses the distributed extras: {sync}"
+    assert "CONVEYOR_PROJECT_DIR=/opt/conveyor" in " ".join(a for op, a in steps if op == "ENV")
     assert not any(re.search(r"uv pip install|pip install -r|uv lock", r) for r in runs)
     # The lock is in the image before the first sync; our code after the dependency layer.
     order = [(op, args) for op, args in steps if op in ("COPY", "RUN")]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conveyor.demo import new_data_version
+from conveyor_runtime.demo import new_data_version
 
 pytestmark = pytest.mark.system
 

@@ -36,7 +36,7 @@ from services.stack import (
 )
 
 from conveyor.artifacts import safe_segment
-from conveyor.supervisor import port_free, session_members
+from conveyor_runtime.processes import port_free, session_members
 
 pytestmark = [
     pytest.mark.system,

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from conveyor import tracking
-from conveyor.cli import trigger_monitor
-from conveyor.monitoring import newest_data, prediction_log_dir
-from conveyor.registry import PRODUCTION, version_by_alias
+from conveyor.monitoring.checks import newest_data, prediction_log_dir
+from conveyor.registry import tracking
+from conveyor.registry.models import PRODUCTION, version_by_alias
 from conveyor.serving.prediction_log import PredictionLog
-from conveyor.traffic import traffic_rows
+from conveyor_runtime.cli import trigger_monitor
+from conveyor_runtime.traffic import traffic_rows
 
 pytestmark = pytest.mark.system
 

@@ -9,9 +9,9 @@ import json
 import subprocess
 import sys
 
-from conveyor.airflow_env import PRELOAD_SETTINGS_DIR, airflow_env
-from conveyor.airflow_preload import DEFAULT_MODULES, is_scheduler, requested_modules
 from conveyor.settings import Settings
+from conveyor_runtime.airflow_env import PRELOAD_SETTINGS_DIR, airflow_env
+from conveyor_runtime.preload import DEFAULT_MODULES, is_scheduler, requested_modules
 
 # Stdlib modules Airflow itself does not import.
 MODULES = ["tabnanny", "this_module_does_not_exist"]

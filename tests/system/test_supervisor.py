@@ -18,14 +18,9 @@ import pytest
 from rich.console import Console
 
 from conveyor.settings import Settings
-from conveyor.supervisor import (
-    AirflowApiError,
-    AirflowStartError,
-    AirflowSupervisor,
-    ComponentProcess,
-    RunProgress,
-    render_progress,
-)
+from conveyor_runtime.airflow_api import AirflowApiError, RunProgress
+from conveyor_runtime.progress import render_progress
+from conveyor_runtime.supervisor import AirflowStartError, AirflowSupervisor, ComponentProcess
 
 DAG_ID = "train_breast_cancer"
 #: Tasks every training DAG has (the factory may add more; all of them must succeed).
@@ -35,7 +30,7 @@ TRAINING_TASKS = ["pull_data", "validate_data", "train_model", "evaluate_model",
 OTHER_PROCESS = (
     "import json, sys\n"
     "from conveyor.settings import Settings\n"
-    "from conveyor.supervisor import AirflowSupervisor\n"
+    "from conveyor_runtime.supervisor import AirflowSupervisor\n"
     "sup = AirflowSupervisor(Settings.from_env())\n"
     "print(json.dumps(eval(sys.argv[1]), default=str))\n"
 )
@@ -177,7 +172,8 @@ def test_stale_state_is_cleaned_up_before_starting(scratch):
 
 
 def test_render_progress_lists_tasks_and_states():
-    from conveyor.supervisor import ProgressDisplay, TaskProgress
+    from conveyor_runtime.airflow_api import TaskProgress
+    from conveyor_runtime.progress import ProgressDisplay
 
     progress = RunProgress(
         dag_id=DAG_ID,

@@ -22,9 +22,9 @@ import pytest
 from fsspec.core import url_to_fs
 from services.tasks import task_processes
 
-from conveyor import tracking
 from conveyor.artifacts import RunArtifacts, join_url
-from conveyor.lineage import TAG_PREFIX, airflow_run_filter, filter_value
+from conveyor.registry import tracking
+from conveyor.registry.lineage import TAG_PREFIX, airflow_run_filter, filter_value
 
 pytestmark = pytest.mark.system
 

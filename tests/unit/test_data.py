@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.data import DataSnapshot, fetch, read_tracked_md5, resolve_rev
-from conveyor.data_registry import init_registry, publish_file
+from conveyor.data.registry import init_registry, publish_file
+from conveyor.data.source import DataSnapshot, fetch, read_tracked_md5, resolve_rev
 from conveyor.errors import DataError
 
 V1 = b"a,b\n1,2\n"
@@ -148,7 +148,7 @@ def test_read_tracked_md5_never_imports_dvc(registry: Registry, kind: str) -> No
     repo = str(registry.path) if kind == "path" else registry.url
     code = (
         "import sys, time\n"
-        "from conveyor.data import read_tracked_md5, resolve_rev\n"
+        "from conveyor.data.source import read_tracked_md5, resolve_rev\n"
         "t = time.perf_counter()\n"
         f"md5 = read_tracked_md5({repo!r}, {DATA_PATH!r}, 'main')\n"
         f"sha = resolve_rev({repo!r}, 'main')\n"

@@ -15,8 +15,7 @@ from serving_helpers import (
     train_breast_cancer,
 )
 
-from conveyor import audit
-from conveyor.deploy import (
+from conveyor.deploy.rollout import (
     check_contract,
     compare_columns,
     deploy,
@@ -24,7 +23,8 @@ from conveyor.deploy import (
     smoke_test,
 )
 from conveyor.errors import DeployError
-from conveyor.registry import PRODUCTION, promote, version_by_alias
+from conveyor.registry import audit
+from conveyor.registry.models import PRODUCTION, promote, version_by_alias
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -164,7 +164,7 @@ def crashing(settings, monkeypatch):
     sys.path.insert(0, str(FIXTURES))
     import crashing_estimator
 
-    import conveyor.model_io as model_io
+    import conveyor.modeling.model_io as model_io
 
     trusted = (*model_io.SKOPS_TRUSTED_TYPES, crashing_estimator.TYPE_NAME)
     monkeypatch.setattr(model_io, "SKOPS_TRUSTED_TYPES", trusted)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from conveyor.config import PipelineConfig
-from conveyor.drift import UNSEEN, build_profile, compute_drift, psi
-from conveyor.drift_report import write_report
 from conveyor.errors import DriftError
+from conveyor.monitoring.drift import UNSEEN, build_profile, compute_drift, psi
+from conveyor.monitoring.report import write_report
 
 
 def make_config() -> PipelineConfig:

@@ -8,7 +8,7 @@ import pytest
 
 from conveyor.config import load_pipeline_config
 from conveyor.errors import ConfigError
-from conveyor.gate import decide
+from conveyor.modeling.gate import decide
 
 REPO = Path(__file__).resolve().parents[2]
 

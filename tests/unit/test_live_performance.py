@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.config import PipelineConfig
 from conveyor.errors import DriftError
-from conveyor.monitoring import live_performance, read_labels
+from conveyor.monitoring.checks import live_performance, read_labels
 
 
 def config(**monitor) -> PipelineConfig:

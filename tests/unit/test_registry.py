@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import tracking
 from conveyor.config import load_pipeline_config
+from conveyor.data.splits import split_frame
 from conveyor.errors import TrainingError
-from conveyor.model_io import check_serialisable, load_model
-from conveyor.registry import (
+from conveyor.modeling.model_io import check_serialisable, load_model
+from conveyor.modeling.training import log_model, train_model
+from conveyor.registry import tracking
+from conveyor.registry.models import (
     CANDIDATE,
     COMPLETE_TAG,
     PRODUCTION,
@@ -21,8 +23,6 @@ from conveyor.registry import (
     tag_value,
     version_by_alias,
 )
-from conveyor.splits import split_frame
-from conveyor.training import log_model, train_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -33,10 +33,10 @@ from serving_helpers import (
     train_breast_cancer,
 )
 
-from conveyor import tracking
 from conveyor.config import PipelineConfig
 from conveyor.errors import ConfigError
-from conveyor.registry import promote
+from conveyor.registry import tracking
+from conveyor.registry.models import promote
 from conveyor.serving.app import create_app
 from conveyor.serving.middleware import BodySizeLimit
 from conveyor.serving.model_holder import build_schema
@@ -587,7 +587,7 @@ def _mixed_config(estimator: str, params: dict | None = None) -> PipelineConfig:
     ],
 )
 def test_predictor_general_path_matches_sklearn(estimator, params, from_proba):
-    from conveyor.training import train_model
+    from conveyor.modeling.training import train_model
 
     rng = np.random.default_rng(0)
     n = 120

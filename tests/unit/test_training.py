@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from conveyor.config import PreprocessSpec, load_pipeline_config
+from conveyor.data.splits import split_frame, split_part
 from conveyor.errors import TrainingError
-from conveyor.evaluation import compute_metrics, write_plots
-from conveyor.splits import split_frame, split_part
-from conveyor.training import build_pipeline, load_estimator_class, train_model
+from conveyor.modeling.evaluation import compute_metrics, write_plots
+from conveyor.modeling.training import build_pipeline, load_estimator_class, train_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,7 +99,7 @@ def test_code_identity_of_a_dirty_checkout_depends_on_the_diff(tmp_path, monkeyp
     """Two different uncommitted states must not share a cache key (a stale model)."""
     import subprocess
 
-    import conveyor.lineage as lineage
+    import conveyor.registry.lineage as lineage
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -108,11 +108,10 @@ def test_code_identity_of_a_dirty_checkout_depends_on_the_diff(tmp_path, monkeyp
     (repo / "code.py").write_text("x = 1\n")
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "c"], check=True)
-    monkeypatch.setattr(lineage, "REPO_ROOT", repo)
 
     def identity() -> str:
         lineage.project_git_rev.cache_clear()
-        return lineage.project_git_rev()
+        return lineage.project_git_rev(str(repo))
 
     clean = identity()
     assert len(clean) == 40 and "+" not in clean
@@ -195,7 +194,7 @@ def test_snapshot_read_column_by_column_matches_pandas(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from conveyor.frames import read_parquet_columns
+    from conveyor.data.frames import read_parquet_columns
 
     frame = pd.DataFrame(
         {

@@ -14,7 +14,7 @@ import pytest
 
 from conveyor.config import ColumnSpec, ExpectationSpec, ValidationSpec, load_pipeline_config
 from conveyor.errors import ConfigError, DataError, ValidationFailed
-from conveyor.validation import build_suite, read_dataset, validate_frame
+from conveyor.validation.expectations import build_suite, read_dataset, validate_frame
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "include" / "pipelines" / "breast_cancer.yaml"

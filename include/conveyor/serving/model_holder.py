@@ -9,7 +9,7 @@ current. If any of that fails, the old model keeps serving and the error is repo
 
 The input schema comes from the version itself, so the service needs nothing but
 MLflow: column names from the MLflow signature logged with the model, declared types
-and nullability from the pipeline config that :func:`conveyor.training.log_model`
+and nullability from the pipeline config that :func:`conveyor.modeling.training.log_model`
 stores with the run (``conveyor/pipeline.yaml``). If that artifact is missing or
 unreadable, the pipeline YAML in ``CONVEYOR_PIPELINES_DIR`` is used; without either,
 the signature's types alone.
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigError, RegistryError
-from conveyor.lineage import TAG_PREFIX
-from conveyor.registry import version_by_alias
+from conveyor.registry.lineage import TAG_PREFIX
+from conveyor.registry.models import version_by_alias
 from conveyor.serving.predictor import Predictor
 from conveyor.serving.schema import MLFLOW_KINDS, Column, InputSchema, RequestRejected
 
@@ -219,7 +219,7 @@ def load_version(
         If the version cannot be downloaded or loaded, has no usable input schema, or
         fails on a sample row.
     """
-    from conveyor.model_io import load_model
+    from conveyor.modeling.model_io import load_model
 
     mv = client.get_model_version(name, version)
     with tempfile.TemporaryDirectory(prefix="conveyor-serve-") as tmp_name:
@@ -262,7 +262,7 @@ class ModelHolder:
     settings : Settings
         MLflow location and the pipelines dir (config fallback).
     client : MlflowClient, optional
-        Default: one from :func:`conveyor.tracking.configure`, created on first check.
+        Default: one from :func:`conveyor.registry.tracking.configure`, created on first check.
     """
 
     def __init__(
@@ -293,7 +293,7 @@ class ModelHolder:
 
     def _get_client(self) -> MlflowClient:
         if self._client is None:
-            from conveyor import tracking
+            from conveyor.registry import tracking
 
             self._client = tracking.configure(self.settings)
         return self._client

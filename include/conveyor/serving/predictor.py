@@ -1,6 +1,6 @@
 """Turning checked rows into predictions, fast.
 
-The fitted model is the scikit-learn ``Pipeline`` that :func:`conveyor.training.build_pipeline`
+The fitted model is the scikit-learn ``Pipeline`` that :func:`conveyor.modeling.training.build_pipeline`
 builds: a ``ColumnTransformer`` that selects columns *by name* (so it needs a DataFrame),
 then the estimator. For one row, building the DataFrame and running the ColumnTransformer
 costs ~3-4 ms, the estimator ~1 ms. So the predictor

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -45,33 +46,56 @@ class PipelineMixin:
     (never in ``__init__``: DAG parsing must not read more than the factory already did)."""
 
     pipeline: str
+    #: Folder of the pipeline YAML; ``None`` = the ``[conveyor] pipelines_dir`` setting.
+    pipelines_dir: str | None = None
 
     @cached_property
     def settings(self) -> Settings:
-        from conveyor.settings import Settings
+        from conveyor_airflow.config import conveyor_settings
 
-        return Settings.from_env()
+        return conveyor_settings()
 
     @cached_property
     def config(self) -> PipelineConfig:
-        from conveyor.config import load_pipeline_config, pipeline_path
+        from conveyor.config import load_pipeline_config
 
-        return load_pipeline_config(pipeline_path(self.pipeline, self.settings.pipelines_dir))
+        return load_pipeline_config(self.pipeline_file)
+
+    @property
+    def pipeline_file(self) -> Path:
+        from conveyor.config import pipeline_path
+
+        directory = Path(self.pipelines_dir) if self.pipelines_dir else self.settings.pipelines_dir
+        return pipeline_path(self.pipeline, directory)
+
+    def code_identity(self, context: Context) -> str:
+        """This run's code identity (library versions + DAG bundle version, project commit,
+        or a hash of the DAG file and pipeline YAML); pinned in XCom by the first task."""
+        from conveyor.registry.lineage import code_identity
+
+        dag_run = context.get("dag_run")
+        return code_identity(
+            self.settings.project_dir,
+            bundle_version=getattr(dag_run, "bundle_version", None),
+            files=[context["dag"].fileloc, self.pipeline_file],
+        )
 
 
 class ConveyorOperator(PipelineMixin, BaseOperator):
     """Base class: one pipeline step of the pipeline named ``pipeline``.
 
     :param pipeline: Name of the pipeline YAML under ``CONVEYOR_PIPELINES_DIR``.
+    :param pipelines_dir: Folder of that YAML instead (e.g. one shipped with a package).
     """
 
     template_fields: Sequence[str] = ("pipeline",)
     ui_color = "#e8f1fb"
 
-    def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
+    def __init__(self, *, pipeline: str, pipelines_dir: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("execution_timeout", timedelta(minutes=30))
         super().__init__(**kwargs)
         self.pipeline = pipeline
+        self.pipelines_dir = pipelines_dir
 
     @property
     def n_jobs(self) -> int:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Param
 
+from conveyor_airflow.config import conveyor_settings
 from conveyor_airflow.links import ModelServiceLink, ModelVersionLink, model_version_url, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
 
@@ -68,9 +69,9 @@ class ConveyorApprovalOperator(ApprovalOperator):
 
     def _record(self, context: Context, ret: dict[str, Any]) -> None:
         """The decision, approver and comment on the model version (and audit on reject)."""
-        from conveyor import tracking
-        from conveyor.deploy import record_approval
-        from conveyor.settings import Settings, disable_telemetry
+        from conveyor.deploy.rollout import record_approval
+        from conveyor.registry import tracking
+        from conveyor.settings import disable_telemetry
 
         disable_telemetry()
         registration = self.registration
@@ -83,7 +84,7 @@ class ConveyorApprovalOperator(ApprovalOperator):
             else str(responder)
         )
         approved = ret["chosen_options"][0] == self.APPROVE
-        settings = Settings.from_env()
+        settings = conveyor_settings()
         record_approval(
             tracking.configure(settings),
             artifact_root=settings.artifact_root,
@@ -143,7 +144,7 @@ class DeployModelOperator(ConveyorOperator):
         self.service_url = service_url
 
     def _rows(self, name: str, version: str) -> list[dict[str, Any]]:
-        from conveyor.deploy import example_rows, sample_rows
+        from conveyor.deploy.rollout import example_rows, sample_rows
 
         cfg = self.config
         uri = (
@@ -163,11 +164,11 @@ class DeployModelOperator(ConveyorOperator):
     def run(self, context: Context) -> dict[str, Any]:
         import json
 
-        from conveyor import tracking
-        from conveyor.deploy import check_contract, deploy, smoke_test
+        from conveyor.deploy.rollout import check_contract, deploy, smoke_test
         from conveyor.errors import DeployError
-        from conveyor.lineage import TAG_PREFIX
-        from conveyor.registry import tag_value
+        from conveyor.registry import tracking
+        from conveyor.registry.lineage import TAG_PREFIX
+        from conveyor.registry.models import tag_value
 
         cfg = self.config
         name, version = self.registration["model_name"], str(self.registration["version"])
@@ -259,8 +260,8 @@ class RollbackModelOperator(ConveyorOperator):
         self.reason = reason
 
     def run(self, context: Context) -> dict[str, Any]:
-        from conveyor import tracking
-        from conveyor.deploy import rollback
+        from conveyor.deploy.rollout import rollback
+        from conveyor.registry import tracking
 
         cfg = self.config
         dag_id = context["dag"].dag_id

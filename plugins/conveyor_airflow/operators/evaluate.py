@@ -34,12 +34,12 @@ class EvaluateModelOperator(ConveyorOperator):
     def run(self, context: Context) -> dict[str, Any]:
         import mlflow
 
-        from conveyor import tracking
+        from conveyor.data.splits import split_part
         from conveyor.errors import TrainingError
-        from conveyor.evaluation import compute_metrics, write_plots
-        from conveyor.model_io import load_model
-        from conveyor.registry import PRODUCTION, version_by_alias
-        from conveyor.splits import split_part
+        from conveyor.modeling.evaluation import compute_metrics, write_plots
+        from conveyor.modeling.model_io import load_model
+        from conveyor.registry import tracking
+        from conveyor.registry.models import PRODUCTION, version_by_alias
 
         cfg = self.config
         test = split_part(read_snapshot(self.validation["snapshot_uri"]), cfg, "test")

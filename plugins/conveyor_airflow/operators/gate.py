@@ -45,7 +45,7 @@ class ModelGateOperator(ConveyorOperator):
         self.override_reason = override_reason
 
     def run(self, context: Context) -> dict[str, Any]:
-        from conveyor.gate import decide
+        from conveyor.modeling.gate import decide
 
         production = self.evaluation.get("production") or {}
         override = as_bool(self.override)

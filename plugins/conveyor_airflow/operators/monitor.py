@@ -22,7 +22,7 @@ class DriftCheckOperator(ConveyorOperator):
     Reads the last ``monitor.window_hours`` of the prediction log, writes the drift report
     into the run's artifact location (the task's "Drift report" link) and returns the
     outcome: ``not_enough_data``, ``stable``, ``retrain`` or ``no_new_data`` (see
-    :mod:`conveyor.monitoring`). On drift it sends a notification (log, and the
+    :mod:`conveyor.monitoring.checks`). On drift it sends a notification (log, and the
     ``conveyor_webhook`` connection when defined). The task succeeds in every case: drift
     is a finding, not a failure; the next task acts on it.
 
@@ -38,7 +38,7 @@ class DriftCheckOperator(ConveyorOperator):
         self.log_dir = log_dir
 
     def run(self, context: Context) -> dict[str, Any]:
-        from conveyor.monitoring import check
+        from conveyor.monitoring.checks import check
 
         with (
             tempfile.TemporaryDirectory(prefix="conveyor-drift-") as tmp,

@@ -74,7 +74,7 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
         self.force = force
 
     def run(self, context: Context) -> dict[str, Any]:
-        from conveyor.caching import check_inputs
+        from conveyor.registry.caching import check_inputs
 
         repo, rev, source = self.resolve_revision(context)
         result = check_inputs(
@@ -83,6 +83,7 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
             rev=rev,
             rev_source=source,
             tracking_uri=self.settings.mlflow_tracking_uri,
+            code_rev=self.code_identity(context),
             force=as_bool(self.force),
         )
         self.log.info(
@@ -102,7 +103,7 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
             self.log.info("Started by a data asset event: %s", trigger_reason)
         # About to train: fail now, not after pulling and validating, if the estimator
         # path in the YAML is wrong (checking it at parse time would import sklearn).
-        from conveyor.training import load_estimator_class
+        from conveyor.modeling.training import load_estimator_class
 
         load_estimator_class(self.config.model.estimator)
         return {**result.to_dict(), "trigger_reason": trigger_reason}
@@ -125,7 +126,7 @@ class DvcPullOperator(_RevisionMixin, ConveyorOperator):
         self.data_rev = data_rev
 
     def run(self, context: Context) -> dict[str, Any]:
-        from conveyor.data import fetch
+        from conveyor.data.source import fetch
 
         if self.inputs:
             repo, rev, source = (
@@ -154,6 +155,8 @@ class DvcPullOperator(_RevisionMixin, ConveyorOperator):
         if self.inputs:
             result["cache_key"] = self.inputs["cache_key"]
             result["trigger_reason"] = self.inputs.get("trigger_reason")
+        # the code identity is pinned once per run, like the data revision
+        result["code_rev"] = (self.inputs or {}).get("code_rev") or self.code_identity(context)
         self.log.info(
             "Pinned data: git sha %s, md5 %s -> %s", snapshot.git_sha, snapshot.md5, data_uri
         )

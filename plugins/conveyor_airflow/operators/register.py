@@ -66,14 +66,14 @@ class RegisterModelOperator(ConveyorOperator):
         self.promote = promote
 
     def run(self, context: Context) -> dict[str, Any]:
-        from conveyor import tracking
-        from conveyor.lineage import cache_key, project_git_rev
-        from conveyor.registry import lineage_tags, promote, register_version
+        from conveyor.registry import tracking
+        from conveyor.registry.lineage import cache_key
+        from conveyor.registry.models import lineage_tags, promote, register_version
 
         cfg = self.config
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         client = tracking.configure(self.settings)
-        code_rev = project_git_rev()
+        code_rev = self.data["code_rev"]
         tags = lineage_tags(
             pipeline=cfg.name,
             data_repo=self.data["repo"],

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 def read_snapshot(uri: str):
     """The validated Parquet snapshot written by the validation task (read column by
-    column: the task's memory peak, see :mod:`conveyor.frames`)."""
+    column: the task's memory peak, see :mod:`conveyor.data.frames`)."""
     from conveyor.artifacts import local_copy
-    from conveyor.frames import read_parquet_columns
+    from conveyor.data.frames import read_parquet_columns
 
     with local_copy(uri) as path:
         return read_parquet_columns(path)
@@ -44,12 +44,11 @@ class TrainModelOperator(ConveyorOperator):
         import mlflow
         import yaml
 
-        from conveyor import tracking
-        from conveyor.drift import PROFILE_ARTIFACT, build_profile
-        from conveyor.lineage import project_git_rev
-        from conveyor.registry import lineage_tags
-        from conveyor.splits import split_part
-        from conveyor.training import log_model, train_model
+        from conveyor.data.splits import split_part
+        from conveyor.modeling.training import log_model, train_model
+        from conveyor.monitoring.drift import PROFILE_ARTIFACT, build_profile
+        from conveyor.registry import tracking
+        from conveyor.registry.models import lineage_tags
 
         cfg = self.config
         # Keep only the training rows alive: the full frame and the test split would
@@ -70,7 +69,7 @@ class TrainModelOperator(ConveyorOperator):
             data_md5=self.data["md5"],
             data_git_sha=self.data["git_sha"],
             config_hash=cfg.config_hash(),
-            project_git_rev=project_git_rev(),
+            project_git_rev=self.data["code_rev"],
         )
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=f"{dag_id}/{run_id}", tags=tags

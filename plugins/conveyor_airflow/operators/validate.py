@@ -34,7 +34,7 @@ class DataValidationOperator(ConveyorOperator):
     def run(self, context: Context) -> dict[str, Any]:
         from conveyor.artifacts import local_copy
         from conveyor.errors import ValidationFailed
-        from conveyor.validation import read_dataset, validate_frame
+        from conveyor.validation.expectations import read_dataset, validate_frame
 
         cfg = self.config
         with local_copy(self.data["data_uri"]) as path:

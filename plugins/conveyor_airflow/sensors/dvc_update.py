@@ -60,7 +60,7 @@ class DvcUpdateSensor(PipelineMixin, BaseSensorOperator):
         return self.config.data.repo or self.settings.data_registry
 
     def _baseline(self) -> str:
-        from conveyor.production_lookup import alias_tags
+        from conveyor.registry.production import alias_tags
 
         seen = Variable.get(last_seen_variable(self.pipeline), default="")
         if seen:
@@ -86,7 +86,7 @@ class DvcUpdateSensor(PipelineMixin, BaseSensorOperator):
         return payload
 
     def execute(self, context: Context) -> Any:
-        from conveyor.data import read_tracked_md5, resolve_rev
+        from conveyor.data.source import read_tracked_md5, resolve_rev
         from conveyor.errors import DataError
 
         try:
@@ -117,7 +117,7 @@ class DvcUpdateSensor(PipelineMixin, BaseSensorOperator):
     def poke(self, context: Context) -> Any:
         from airflow.sdk import PokeReturnValue
 
-        from conveyor.data import read_tracked_md5, resolve_rev
+        from conveyor.data.source import read_tracked_md5, resolve_rev
 
         sha = resolve_rev(self._repo(), self.config.data.rev)
         md5 = read_tracked_md5(self._repo(), self.config.data.path, sha)

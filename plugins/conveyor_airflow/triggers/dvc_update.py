@@ -89,7 +89,7 @@ class DvcUpdateTrigger(BaseEventTrigger):
         self._memory[key] = value
 
     def _production_md5(self) -> str | None:
-        from conveyor.production_lookup import alias_tags
+        from conveyor.registry.production import alias_tags
 
         if not (self.model_name and self.tracking_uri):
             return None
@@ -103,7 +103,7 @@ class DvcUpdateTrigger(BaseEventTrigger):
         return tags.get("conveyor.data_md5") if tags else None
 
     def _read(self) -> tuple[str, str]:
-        from conveyor.data import read_tracked_md5, resolve_rev
+        from conveyor.data.source import read_tracked_md5, resolve_rev
 
         sha = resolve_rev(self.repo, self.rev)
         return sha, read_tracked_md5(self.repo, self.path, sha)

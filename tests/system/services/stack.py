@@ -8,7 +8,7 @@
 ``minio`` + ``createbuckets``                        moto's S3 server + ``create_bucket``
 ``mlflow`` (Postgres store, ``s3://mlflow``)         ``mlflow server``
 ``airflow-init``                                     ``airflow db migrate``, pool, data registry
-``airflow-apiserver``/``-scheduler``/                :class:`conveyor.supervisor.AirflowSupervisor`
+``airflow-apiserver``/``-scheduler``/                :class:`conveyor_runtime.supervisor.AirflowSupervisor`
 ``-dag-processor``/``-triggerer``
 ``airflow-worker``                                   ``airflow celery worker --concurrency 2``
 ``model-service``                                    ``conveyor serve --pipeline breast_cancer``
@@ -48,10 +48,14 @@ from typing import Any
 
 import httpx
 
-from conveyor.settings import REPO_ROOT, TELEMETRY_OFF, Settings
-from conveyor.supervisor import AirflowClient, AirflowSupervisor, free_port, session_members
+from conveyor.settings import TELEMETRY_OFF, Settings
+from conveyor_runtime.airflow_api import AirflowClient
+from conveyor_runtime.processes import free_port, session_members
+from conveyor_runtime.supervisor import AirflowSupervisor
 
 log = logging.getLogger(__name__)
+#: The project checkout (its dags/, plugins/ and include/pipelines/).
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 LOOPBACK = "127.0.0.1"
 #: Buckets the ``createbuckets`` service makes in MinIO: run artifacts, MLflow, DVC remote.
@@ -540,7 +544,7 @@ class NativeStack:
                 sys.executable,
                 "-c",
                 "import os; from pathlib import Path\n"
-                "from conveyor.demo import init_data_registry\n"
+                "from conveyor_runtime.demo import init_data_registry\n"
                 "print(init_data_registry(Path(os.environ['CONVEYOR_DATA_REGISTRY']),"
                 f" os.environ['CONVEYOR_DVC_REMOTE'], [{PIPELINE!r}]))",
             ],

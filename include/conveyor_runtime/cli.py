@@ -1,0 +1,607 @@
+"""``conveyor`` command line: demo setup and runs, pipeline scaffolding, model listing.
+
+The core never imports Airflow, so commands that need Airflow run it as a subprocess
+(``airflow`` or ``python -m conveyor_runtime.local_run``) with :func:`airflow_env`.
+Expected failures print one red line and exit 1; nothing here prints a traceback for
+a user mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from conveyor.errors import ConveyorError
+from conveyor.settings import Settings, setting
+from conveyor_runtime.bootstrap import airflow_init
+
+console = Console()
+err_console = Console(stderr=True)
+
+DAG_TEMPLATE = '''"""Training DAG of the {name} pipeline (include/pipelines/{name}.yaml)."""
+
+from conveyor_airflow.factory import build_pipeline_dag
+
+dag = build_pipeline_dag("{name}")
+'''
+
+
+def cmd_demo_init(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor_runtime.demo import init_demo
+
+    with console.status("Creating the demo data registry and MLflow store..."):
+        shas = init_demo(settings)
+    with console.status("Preparing the embedded Airflow (SQLite + LocalExecutor)..."):
+        airflow_init(settings)
+    console.print(f"[green]Demo ready[/] under {settings.home}")
+    for name, sha in shas.items():
+        console.print(f"  data registry {settings.data_registry}: {name} at {sha[:10]}")
+    return 0
+
+
+def cmd_demo_new_data(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor_runtime.demo import new_data_version
+
+    with console.status("Committing and pushing a new data version..."):
+        sha, md5 = new_data_version(settings, args.pipeline, drift=args.drift)
+    console.print(f"[green]New {args.pipeline} data[/] at commit {sha[:10]} (md5 {md5})")
+    console.print(
+        "A running Airflow notices it within the poll interval (CONVEYOR_WATCH_POLL_SECONDS) "
+        f"and starts train_{args.pipeline}; or run it now: conveyor demo run --pipeline {args.pipeline}"
+    )
+    return 0
+
+
+def cmd_demo_traffic(args: argparse.Namespace, settings: Settings) -> int:
+    """Send demo requests to the model service; then run the monitoring DAG if Airflow is up."""
+    from rich.progress import Progress
+
+    from conveyor.config import load_pipeline_config, pipeline_path
+    from conveyor_runtime.traffic import send_traffic
+
+    config = load_pipeline_config(pipeline_path(args.pipeline, settings.pipelines_dir))
+    url = args.url or config.deploy.service_url
+    label = "drifted" if args.drift else "normal"
+    with Progress(console=console) as progress:
+        bar = progress.add_task(f"{label} requests to {url}", total=args.rows)
+        counts = send_traffic(
+            url,
+            args.dataset or args.pipeline,
+            args.rows,
+            drift=args.drift,
+            seed=args.seed,
+            progress=lambda n: progress.advance(bar, n),
+        )
+    console.print(f"Sent {counts['sent']} {label} predictions ({counts['failed']} failed)")
+    if args.no_monitor:
+        return 0 if counts["failed"] == 0 else 1
+    return _run_monitor(settings, args.pipeline, timeout=args.timeout)
+
+
+def trigger_monitor(settings: Settings, pipeline: str, *, timeout: float) -> tuple[str, dict]:
+    """Run conveyor_monitor_<pipeline> once on the running Airflow: (run state, outcome)."""
+    import time
+
+    from conveyor_runtime.supervisor import embedded_client
+
+    dag_id = f"conveyor_monitor_{pipeline}"
+    time.sleep(2)  # let the service's prediction log flush (it writes every second)
+    with embedded_client(settings) as client:
+        client.wait_for_dag(dag_id, timeout=120)
+        client.unpause(dag_id)
+        run_id = client.trigger(dag_id)
+        console.print(f"Triggered {dag_id} run [bold]{run_id}[/]")
+        result = client.wait_for_run(dag_id, run_id, timeout=timeout)
+        outcome = client.request(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/check_drift/xcomEntries/return_value",
+            ok=(200, 404),
+        )
+    value = outcome.json().get("value") if outcome.status_code == 200 else None
+    if isinstance(value, str):
+        value = json.loads(value)
+    return str(result.state), value or {}
+
+
+def _run_monitor(settings: Settings, pipeline: str, *, timeout: float) -> int:
+    """Trigger the monitoring DAG if Airflow is up and print its outcome."""
+    from conveyor_runtime.supervisor import AirflowSupervisor
+
+    if AirflowSupervisor(settings).read_state() is None:
+        console.print(
+            "Airflow is not running (make demo starts it): the monitoring DAG runs on its "
+            "schedule once it is up."
+        )
+        return 0
+    state, outcome = trigger_monitor(settings, pipeline, timeout=timeout)
+    console.print(f"conveyor_monitor_{pipeline}: [bold]{outcome.get('status', state)}[/]")
+    console.print(outcome.get("message", ""))
+    if outcome.get("status") == "retrain":
+        console.print(f"A train_{pipeline} run starts on the requested data revision.")
+    return 0 if state == "success" else 1
+
+
+def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -> dict:
+    """What a training run produced, read back from MLflow."""
+    from conveyor.registry import tracking
+    from conveyor.registry.models import PRODUCTION, find_run_version, version_by_alias
+
+    client = tracking.configure(settings)
+    summary: dict = {"pipeline": pipeline, "dag_id": dag_id, "run_id": run_id}
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments() if e.name == pipeline] or ["0"],
+        filter_string=f"tags.`conveyor.run_id` = '{run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs:
+        run = runs[0]
+        summary["data_md5"] = run.data.tags.get("conveyor.data_md5")
+        summary["data_git_sha"] = run.data.tags.get("conveyor.data_git_sha")
+        summary["metrics"] = {
+            k.removeprefix("test_"): round(v, 4)
+            for k, v in run.data.metrics.items()
+            if k.startswith("test_")
+        }
+        summary["mlflow_run_id"] = run.info.run_id
+    version = find_run_version(client, pipeline, dag_id, run_id)
+    summary["registered_version"] = str(version.version) if version else None
+    if version is not None:
+        gate = json.loads(version.tags.get("conveyor.gate", "{}"))
+        summary["gate"] = "passed" + (" (overridden)" if gate.get("overridden") else "")
+    else:
+        summary["gate"] = "rejected or not reached"
+    prod = version_by_alias(client, pipeline, PRODUCTION)
+    summary["production_version"] = str(prod.version) if prod else None
+    return summary
+
+
+_LOG_RE = re.compile(r"^\S+T(\d\d:\d\d:\d\d)\S* \[(\w+)\s*\] (.*?)\s+\[([\w.]+)\]")
+
+
+def _progress_line(line: str) -> str | None:
+    """A compact ``time level message`` for Conveyor's own log records and errors."""
+    match = _LOG_RE.match(line)
+    if match is None:
+        return None
+    clock, level, message, logger = match.groups()
+    ours = logger.startswith(("conveyor", "airflow.task.operators.conveyor_airflow"))
+    if ours or level in ("error", "critical") or message.startswith("Marking run"):
+        return f"{clock} {level:<7} {message}"
+    return None
+
+
+def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor_runtime.airflow_env import airflow_env
+
+    env = airflow_env(settings)
+    if not Path(env["AIRFLOW_HOME"], "airflow.db").exists():
+        airflow_init(settings)
+    conf = {"force": args.force}
+    if args.data_rev:
+        conf["data_rev"] = args.data_rev
+    console.rule(f"Running train_{args.pipeline} with dag.test() (logs below)")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conveyor_runtime.local_run",
+            args.pipeline,
+            "--conf",
+            json.dumps(conf),
+        ],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    result = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("CONVEYOR_RESULT "):
+            result = json.loads(line.removeprefix("CONVEYOR_RESULT "))
+        elif args.verbose:
+            print(line)
+        elif (shown := _progress_line(line)) is not None:
+            console.print(shown, markup=False, highlight=False)
+    if result is None:
+        err_console.print(proc.stdout[-4000:], markup=False)
+        err_console.print("[red]The training run did not start; see the output above.[/]")
+        return 1
+    summary = summarise_run(settings, args.pipeline, result["dag_id"], result["run_id"])
+    table = Table(title=f"{result['dag_id']} — {result['state']}", show_header=False)
+    for key in (
+        "run_id",
+        "data_git_sha",
+        "data_md5",
+        "metrics",
+        "gate",
+        "registered_version",
+        "production_version",
+        "mlflow_run_id",
+    ):
+        value = summary.get(key)
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    console.print(table)
+    console.print(
+        f"MLflow UI: [bold]MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} uv run mlflow ui[/]"
+    )
+    return 0 if result["state"] == "success" else 1
+
+
+def cmd_new_pipeline(args: argparse.Namespace, settings: Settings) -> int:
+    import re
+
+    import yaml
+
+    from conveyor.config import load_pipeline_config, pipeline_path
+
+    name = args.name
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+        raise ConveyorError(f"Pipeline name {name!r} must be lower_snake_case (e.g. 'churn_model')")
+    target = pipeline_path(name, settings.pipelines_dir)
+    dag_file = Path(args.dags_dir or settings.dags_dir) / f"{name}.py"
+    for path in (target, dag_file):
+        if path.exists():
+            raise ConveyorError(f"{path} already exists; choose another name or edit it directly")
+    template = load_pipeline_config(pipeline_path(args.template, settings.pipelines_dir))
+    raw = template.model_dump(mode="json", exclude_defaults=False)
+    raw.update(name=name, description=f"TODO: describe {name}", tags=[])
+    raw["data"]["path"] = f"data/{name}.csv"
+    target.write_text(
+        f"# Pipeline {name}: scaffolded from {args.template}.yaml — edit data, validation, model.\n"
+        + yaml.safe_dump(raw, sort_keys=False, width=100)
+    )
+    dag_file.write_text(DAG_TEMPLATE.format(name=name))
+    console.print(f"[green]Created[/] {target} and {dag_file}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.registry import tracking
+
+    client = tracking.configure(settings)
+    versions = client.search_model_versions(f"name = '{args.pipeline}'")
+    aliases: dict[str, list[str]] = {}
+    for model in client.search_registered_models(f"name = '{args.pipeline}'"):
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+    table = Table(title=f"Model versions of {args.pipeline}")
+    for column in ("version", "aliases", "complete", "data md5", "metrics", "dag run"):
+        table.add_column(column)
+    for mv in sorted(versions, key=lambda v: int(v.version)):
+        table.add_row(
+            str(mv.version),
+            ",".join(aliases.get(str(mv.version), [])),
+            mv.tags.get("conveyor.complete", "no"),
+            mv.tags.get("conveyor.data_md5", "")[:12],
+            mv.tags.get("conveyor.metrics", ""),
+            mv.tags.get("conveyor.run_id", ""),
+        )
+    console.print(table)
+    return 0
+
+
+MLFLOW_UI_PORT = int(os.environ.get("CONVEYOR_MLFLOW_PORT", "5000"))
+SERVICE_PORT = int(os.environ.get("CONVEYOR_SERVE_PORT", "8000"))
+
+
+def _services(settings: Settings, pipeline: str):
+    from conveyor_runtime.services import Service
+
+    bin_dir = Path(sys.executable).parent
+    mlflow_ui = Service(
+        "mlflow-ui",
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            settings.mlflow_tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(MLFLOW_UI_PORT),
+            "--workers",
+            "1",
+        ],
+        MLFLOW_UI_PORT,
+        "/health",
+    )
+    model_service = Service(
+        "model-service",
+        [
+            sys.executable,
+            "-m",
+            "conveyor.serving.server",
+            "--pipeline",
+            pipeline,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(SERVICE_PORT),
+        ],
+        SERVICE_PORT,
+        "/health",
+    )
+    return mlflow_ui, model_service
+
+
+def _admin_token(settings: Settings) -> str:
+    """The demo service's admin token: from the environment, else generated once (0600)."""
+    import secrets
+
+    if os.environ.get("CONVEYOR_ADMIN_TOKEN"):
+        return os.environ["CONVEYOR_ADMIN_TOKEN"]
+    path = settings.home / "run" / "admin-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor_runtime.supervisor import AirflowSupervisor
+
+    supervisor = AirflowSupervisor(settings)
+    with console.status("Starting Airflow (scheduler, dag-processor, triggerer, api-server)..."):
+        state = supervisor.start(port=args.port, timeout=args.timeout)
+    verb = "Already running" if state.get("reused") else "Started"
+    console.print(
+        f"[green]{verb}[/] Airflow at {state['url']} (login admin / admin); logs in {supervisor.logs_dir}"
+    )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor_runtime import services as background
+    from conveyor_runtime.supervisor import AirflowSupervisor
+
+    for name in ("model-service", "mlflow-ui"):
+        if background.stop(settings, name):
+            console.print(f"Stopped {name}")
+    pids = AirflowSupervisor(settings).stop(timeout=args.timeout)
+    console.print(f"Stopped {len(pids)} Airflow processes" if pids else "Airflow was not running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor_runtime import services as background
+    from conveyor_runtime.supervisor import AirflowSupervisor
+
+    st = AirflowSupervisor(settings).status()
+    table = Table(title=f"Airflow {st.get('url') or '(not running)'}")
+    for column in ("component", "pid", "alive", "log"):
+        table.add_column(column)
+    for name, comp in (st.get("components") or {}).items():
+        table.add_row(name, str(comp["pid"]), "yes" if comp["alive"] else "no", comp["log"])
+    for name in ("mlflow-ui", "model-service"):
+        svc = background.running(settings, name)
+        table.add_row(
+            name, str(svc["pid"]) if svc else "-", "yes" if svc else "no", svc["log"] if svc else ""
+        )
+    console.print(table)
+    return 0 if st.get("healthy") else 1
+
+
+def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
+    """The product on one laptop: Airflow, MLflow UI, a training run, the model service."""
+    from conveyor_runtime import services as background
+    from conveyor_runtime.airflow_env import airflow_env
+    from conveyor_runtime.progress import ProgressDisplay
+    from conveyor_runtime.supervisor import AirflowSupervisor
+
+    # The scheduler imports the heavy task modules once and LocalExecutor tasks inherit
+    # them (conveyor.airflow_preload); CONVEYOR_PRELOAD_MODULES= (empty) turns it off.
+    env = airflow_env(settings, base={"CONVEYOR_PRELOAD_MODULES": "1", **os.environ})
+    env["CONVEYOR_MLFLOW_UI_URL"] = f"http://127.0.0.1:{MLFLOW_UI_PORT}"
+    env["CONVEYOR_ADMIN_TOKEN"] = _admin_token(settings)
+    supervisor = AirflowSupervisor(settings, base_env=env)
+    with console.status(
+        "Starting Airflow (scheduler, dag-processor, triggerer, api-server); ~1 min..."
+    ):
+        state = supervisor.start(port=args.port, timeout=args.timeout)
+    mlflow_ui, model_service = _services(settings, args.pipeline)
+    with console.status("Starting the MLflow UI..."):
+        background.start(settings, mlflow_ui, env, timeout=120)
+    dag_id = f"train_{args.pipeline}"
+    with supervisor.client() as client:
+        with console.status(f"Waiting for Airflow to parse {dag_id}..."):
+            client.wait_for_dag(dag_id, timeout=180)
+        client.unpause(dag_id)
+        run_id = client.trigger(dag_id, conf={"force": args.force})
+        console.print(f"Triggered {dag_id} run [bold]{run_id}[/]")
+        with ProgressDisplay(console) as display:
+            result = client.wait_for_run(
+                dag_id, run_id, timeout=args.run_timeout, on_progress=display.update
+            )
+    run_state = str(result.state)
+    summary = summarise_run(settings, args.pipeline, dag_id, run_id)
+    table = Table(title=f"{dag_id} — {run_state}", show_header=False)
+    for key in ("data_md5", "metrics", "gate", "registered_version", "production_version"):
+        value = summary.get(key)
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    console.print(table)
+    if summary.get("production_version"):
+        with console.status("Starting the model service..."):
+            background.start(settings, model_service, env, timeout=120)
+    console.rule("Conveyor is running")
+    console.print(f"Airflow UI      {state['url']}   login [bold]admin[/] / [bold]admin[/]")
+    console.print(f"Pipelines view  {state['url']}/conveyor/")
+    console.print(f"MLflow UI       {mlflow_ui.url}")
+    if background.running(settings, "model-service"):
+        example = json.dumps({"records": [_example_record(settings, args.pipeline)]})
+        console.print(f"Model service   {model_service.url}  (GET /health, /version)")
+        # plain print: rich would wrap the line and break copy-paste
+        print(
+            f"  curl -s -X POST {model_service.url}/predict -H 'Content-Type: application/json' -d '{example}'"
+        )
+    console.print("New data:  make new-data   (the asset watcher starts a retraining run)")
+    console.print("Stop all:  make stop")
+    return 0 if run_state == "success" else 1
+
+
+def _example_record(settings: Settings, pipeline: str) -> dict:
+    """One real row of the pipeline's data for the printed curl example."""
+    import csv
+
+    from conveyor_runtime.datasets import DATASETS
+
+    path = Path(settings.data_registry) / DATASETS.get(pipeline, "")
+    if path.is_file():
+        with open(path) as fh:
+            row = next(csv.DictReader(fh))
+        row.pop("target", None)
+        return {k: float(v) for k, v in row.items()}
+    return {}
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.serving.server import main as serve_main
+
+    argv = ["--pipeline", args.pipeline]
+    if args.host:
+        argv += ["--host", args.host]
+    if args.port:
+        argv += ["--port", str(args.port)]
+    return serve_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show full logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the embedded demo").add_subparsers(
+        dest="demo_command", required=True
+    )
+    demo.add_parser(
+        "init", help="create data registry, MLflow store and AIRFLOW_HOME"
+    ).set_defaults(func=cmd_demo_init)
+    run = demo.add_parser("run", help="run a training DAG to completion with dag.test()")
+    run.add_argument("--pipeline", default="breast_cancer")
+    run.add_argument("--data-rev", default="")
+    run.add_argument("--force", action="store_true")
+    run.set_defaults(func=cmd_demo_run)
+
+    new_data = demo.add_parser("new-data", help="commit and push a new version of a demo dataset")
+    new_data.add_argument(
+        "--pipeline", default="breast_cancer", choices=["breast_cancer", "diabetes"]
+    )
+    new_data.add_argument("--drift", action="store_true", help="shift feature distributions")
+    new_data.set_defaults(func=cmd_demo_new_data)
+
+    traffic = demo.add_parser(
+        "traffic", help="send requests to the model service, then run the monitoring DAG"
+    )
+    traffic.add_argument("--pipeline", default="breast_cancer")
+    traffic.add_argument("--dataset", default=None, help="demo dataset (default: the pipeline)")
+    traffic.add_argument("--rows", type=int, default=500)
+    traffic.add_argument("--drift", action="store_true", help="shift ten features by +60 %%")
+    traffic.add_argument("--url", default=None, help="service URL (default: deploy.service_url)")
+    traffic.add_argument("--seed", type=int, default=0)
+    traffic.add_argument("--no-monitor", action="store_true", help="only send the requests")
+    traffic.add_argument("--timeout", type=float, default=600)
+    traffic.set_defaults(func=cmd_demo_traffic)
+
+    up_demo = demo.add_parser(
+        "up", help="start Airflow + MLflow UI, train through the scheduler, start the model service"
+    )
+    up_demo.add_argument("--pipeline", default="breast_cancer")
+    up_demo.add_argument(
+        "--port", type=int, default=None, help="Airflow port (CONVEYOR_AIRFLOW_PORT, 8080)"
+    )
+    up_demo.add_argument(
+        "--force", action="store_true", help="retrain even if inputs are unchanged"
+    )
+    up_demo.add_argument("--timeout", type=float, default=240)
+    up_demo.add_argument("--run-timeout", type=float, default=1800)
+    up_demo.set_defaults(func=cmd_demo_up)
+
+    serve = sub.add_parser("serve", help="run the model service for a pipeline's production model")
+    serve.add_argument("--pipeline", required=True)
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    up = sub.add_parser("up", help="start Airflow's components in the background")
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--timeout", type=float, default=240)
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop everything `conveyor up` / `demo up` started")
+    down.add_argument("--timeout", type=float, default=20)
+    down.set_defaults(func=cmd_down)
+    sub.add_parser("status", help="Airflow processes, MLflow UI and model service").set_defaults(
+        func=cmd_status
+    )
+
+    new = sub.add_parser("new-pipeline", help="scaffold a pipeline YAML and its DAG file")
+    new.add_argument("name")
+    new.add_argument("--template", default="breast_cancer")
+    new.add_argument("--dags-dir", default=None, help="default: $CONVEYOR_PROJECT_DIR/dags")
+    new.set_defaults(func=cmd_new_pipeline)
+
+    models = sub.add_parser("models", help="model registry").add_subparsers(
+        dest="models_command", required=True
+    )
+    listing = models.add_parser("list", help="versions, aliases and lineage of a pipeline's model")
+    listing.add_argument("pipeline")
+    listing.set_defaults(func=cmd_models_list)
+    from conveyor_runtime.models_cli import register_commands
+
+    register_commands(models)
+
+    init = sub.add_parser(
+        "airflow-init", help="migrate the embedded Airflow DB and create the pool"
+    )
+    init.set_defaults(func=lambda a, s: (airflow_init(s), 0)[1])
+    return parser
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` holding ``include/pipelines/`` and ``dags/``
+    (how git finds its repository): the project the CLI works on when
+    ``CONVEYOR_PROJECT_DIR`` is not set."""
+    for folder in (start, *start.parents):
+        if (folder / "include" / "pipelines").is_dir() and (folder / "dags").is_dir():
+            return folder
+    return None
+
+
+def cli_settings(env: dict[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Settings for a CLI command: the environment, plus the project found from the working
+    directory when none is configured."""
+    own_process = env is None
+    env = dict(os.environ if env is None else env)
+    if setting(env, "project_dir") is None:
+        project = find_project((cwd or Path.cwd()).resolve())
+        if project is not None:
+            env["CONVEYOR_PROJECT_DIR"] = str(project)
+            if own_process:  # the processes the command starts see the same project
+                os.environ["CONVEYOR_PROJECT_DIR"] = str(project)
+    return Settings.from_env(env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
+    try:
+        return args.func(args, cli_settings())
+    except ConveyorError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
