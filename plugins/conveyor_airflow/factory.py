@@ -94,7 +94,9 @@ def pipeline_schedule(config: PipelineConfig, asset: Asset):
     """New data always starts a run; a configured cron/preset schedule does too."""
     if not config.schedule:
         return [asset]
-    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+    from conveyor_airflow.compat import schedule_classes
+
+    AssetOrTimeSchedule, CronTriggerTimetable = schedule_classes()
 
     return AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=[asset]

@@ -28,7 +28,8 @@ WEBHOOK_CONN_ID = "conveyor_webhook"
 def webhook_url(conn_id: str = WEBHOOK_CONN_ID) -> str | None:
     """The webhook URL of connection ``conn_id``, or None when it is not defined."""
     from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from conveyor_airflow.compat import AirflowNotFoundException
 
     try:
         conn = Connection.get(conn_id)

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from conveyor.artifacts import join_url
 from conveyor.overview import pipeline_overview
+from conveyor.registry.lineage import short_code_identity
 from conveyor_airflow.config import conveyor_settings
 from conveyor_airflow.links import artifact_href
 
@@ -74,7 +75,7 @@ def render_overview(entries: list[dict[str, Any]]) -> str:
             ),
             (
                 "Code / config",
-                f"<code>{_cell((prod.get('project_git_rev') or '')[:12])}</code> · "
+                f"<code>{_cell(short_code_identity(prod.get('project_git_rev') or ''))}</code> · "
                 f"<code>{_cell(prod.get('config_hash'))}</code>",
             ),
             ("Trained by", _cell(prod.get("trained_by"))),

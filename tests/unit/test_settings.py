@@ -106,3 +106,9 @@ def test_cli_finds_the_project_from_the_working_directory(tmp_path):
     assert settings.project_dir == project.resolve()
     explicit = cli_settings({"CONVEYOR_PROJECT_DIR": str(tmp_path / "x")}, cwd=nested)
     assert explicit.project_dir == (tmp_path / "x").resolve()
+
+
+def test_short_code_identity_for_the_overview_page():
+    full = "conveyor-0.2.0+sklearn-1.9.1+git.0123456789abcdef0123+dirty.abc"
+    assert lineage.short_code_identity(full) == "conveyor-0.2.0 git.0123456789ab+dirty"
+    assert lineage.short_code_identity("0123456789abcdef") == "0123456789ab"  # older versions

@@ -120,6 +120,19 @@ def code_identity(
     return f"{library_versions()}+{project}"
 
 
+def short_code_identity(identity: str) -> str:
+    """A code identity for a table cell: Conveyor's version and the project's part, with a
+    commit shortened to 12 characters (older versions recorded a bare git sha)."""
+    parts = identity.split("+")
+    conveyor = next((p for p in parts if p.startswith("conveyor-")), "")
+    project = next((p for p in parts if p.startswith(("git.", "bundle.", "files."))), "")
+    if project.startswith("git."):
+        project = project[:16] + ("+dirty" if "dirty" in identity else "")
+    if not (conveyor or project):
+        return identity[:12]
+    return " ".join(p for p in (conveyor, project) if p)
+
+
 @cache
 def _warn_no_project_version(project_dir: str) -> None:
     log.warning(

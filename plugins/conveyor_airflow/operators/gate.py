@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowSkipException
-
+from conveyor_airflow.compat import AirflowSkipException
 from conveyor_airflow.operators.base import ConveyorOperator, as_bool
 
 if TYPE_CHECKING:

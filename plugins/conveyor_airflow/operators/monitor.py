@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowSkipException
-
+from conveyor_airflow.compat import AirflowSkipException
 from conveyor_airflow.links import DriftReportLink, artifact_href, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
 

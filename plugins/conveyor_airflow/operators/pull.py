@@ -6,8 +6,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
+from conveyor_airflow.compat import AirflowFailException, AirflowSkipException
 from conveyor_airflow.operators.base import ConveyorOperator, as_bool
 
 if TYPE_CHECKING:

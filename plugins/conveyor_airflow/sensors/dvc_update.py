@@ -13,8 +13,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Variable
-from airflow.sdk.exceptions import AirflowFailException
 
+from conveyor_airflow.compat import AirflowFailException
 from conveyor_airflow.operators.base import PipelineMixin
 
 if TYPE_CHECKING:

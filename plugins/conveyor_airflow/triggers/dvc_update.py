@@ -117,6 +117,13 @@ class DvcUpdateTrigger(BaseEventTrigger):
         return await asyncio.to_thread(self._production_md5)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        if getattr(self, "asset_state_store", None) is None:
+            log.info(
+                "No asset state store here (Airflow < 3.3, or a sensor's deferral): the last "
+                "seen md5 of %s is kept in memory; after a restart the baseline is the data "
+                "production was trained on.",
+                self.path,
+            )
         last = await self._baseline()
         log.info(
             "Watching %s@%s in %s (last seen md5 %s, every %.0fs)",
