@@ -157,7 +157,23 @@ class MonitorSpec(_Strict):
     window_hours: float = Field(
         default=24.0, gt=0, description="How far back each check reads the prediction log."
     )
-    psi_threshold: float = Field(default=0.2, gt=0, description="PSI at which a feature drifts.")
+    psi_threshold: float = Field(
+        default=0.2, gt=0, description="PSI at which a feature's change is large enough to act on."
+    )
+    distance_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="KS statistic (numeric) / total variation distance (categorical) at which "
+        "a feature's change is large enough to act on.",
+    )
+    unseen_share: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="Share of the window with categorical values training never had at which "
+        "a feature drifts.",
+    )
     ks_pvalue: float = Field(
         default=0.01,
         gt=0,

@@ -317,6 +317,8 @@ def check(
         psi_threshold=spec.psi_threshold,
         ks_pvalue=spec.ks_pvalue,
         drift_share=spec.drift_share,
+        distance_threshold=spec.distance_threshold,
+        unseen_share=spec.unseen_share,
     )
     performance = None
     if spec.labels:

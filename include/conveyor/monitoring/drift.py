@@ -15,9 +15,20 @@ Per feature:
   values (unseen live values count in one extra bucket) and a chi-square goodness-of-fit
   test of the live counts against the reference shares.
 
-A feature drifts when its PSI reaches ``psi_threshold`` or its test's p-value falls below
-``ks_pvalue``; the dataset drifts when the share of drifted features reaches
-``drift_share``. These are the usual conventions (PSI 0.1 = watch, 0.2 = act); the
+The rule reads: a feature drifts when the change is **large** and **not noise**.
+
+* large — an effect size reaches its threshold: PSI ``>= psi_threshold`` (0.1 = watch,
+  0.2 = act, the usual reading), or the distance between the distributions ``>=
+  distance_threshold`` (numeric: the KS statistic, the largest gap between the two
+  cumulative distributions; categorical: the total variation distance, half the sum of
+  the share differences), or — categorical only — values the training data never had
+  make up ``>= unseen_share`` of the window;
+* not noise — the test's p-value is below ``ks_pvalue``. This only matters for small
+  windows, where a few hundred rows can show a large PSI by chance.
+
+The p-value is a guard, never a trigger on its own: with 200,000 predictions a shift of
+0.03 standard deviations is "significant" (p < 1e-10) yet far too small to act on. The
+dataset drifts when the share of drifted features reaches ``drift_share``. The
 thresholds live in the pipeline YAML (``monitor:``).
 
 Why our own statistics: Evidently (the usual library for this) does not import under
@@ -51,6 +62,12 @@ _EPS = 1e-4
 UNSEEN = "__unseen__"
 #: Artifact path of the profile inside the model's MLflow run.
 PROFILE_ARTIFACT = "conveyor/reference_profile.json"
+#: Default thresholds (the pipeline YAML's ``monitor:`` keys of the same names).
+PSI_THRESHOLD = 0.2
+DISTANCE_THRESHOLD = 0.1
+KS_PVALUE = 0.01
+UNSEEN_SHARE = 0.01
+DRIFT_SHARE = 0.3
 
 
 def _categorical_features(config: PipelineConfig) -> set[str]:
@@ -147,12 +164,17 @@ class FeatureDrift:
 
     name: str
     kind: str
+    #: Population Stability Index (``inf`` when the window has no finite value; ``null``
+    #: in JSON).
     psi: float
     test: str
     statistic: float
     p_value: float
     drifted: bool
     reason: str
+    #: Effect size in [0, 1]: the KS statistic (numeric) or the total variation distance
+    #: (categorical).
+    distance: float = 0.0
     reference_mean: float | None = None
     current_mean: float | None = None
     unseen_share: float | None = None
@@ -171,6 +193,8 @@ class DriftReport:
     psi_threshold: float
     ks_pvalue: float
     drift_share: float
+    distance_threshold: float = DISTANCE_THRESHOLD
+    unseen_share: float = UNSEEN_SHARE
 
     @property
     def drifted(self) -> list[str]:
@@ -196,7 +220,7 @@ class DriftReport:
                 f"(threshold share {self.drift_share:.0%}) over {self.rows} predictions"
             )
         top = ", ".join(
-            f"{f.name} (PSI {f.psi:.2f})"
+            f"{f.name} (PSI {_num(f.psi, '.2f')})"
             for f in sorted((f for f in self.features if f.drifted), key=lambda f: -f.psi)[:5]
         )
         return (
@@ -206,41 +230,105 @@ class DriftReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (without the per-bucket plot data)."""
-        return {
-            "rows": self.rows,
-            "dataset_drift": self.dataset_drift,
-            "share": round(self.share, 4),
-            "drifted": self.drifted,
-            "summary": self.summary(),
-            "thresholds": {
-                "psi_threshold": self.psi_threshold,
-                "ks_pvalue": self.ks_pvalue,
-                "drift_share": self.drift_share,
-            },
-            "features": [
-                {
-                    k: v
-                    for k, v in asdict(f).items()
-                    if k not in ("buckets", "reference_shares", "current_shares")
-                }
-                for f in self.features
-            ],
-        }
+        """JSON-safe summary (without the per-bucket plot data).
+
+        Strict JSON: an infinite PSI or an undefined p-value is ``null``, never
+        ``Infinity``/``NaN`` (which ``json.loads`` of other languages rejects).
+        """
+        return json_safe(
+            {
+                "rows": self.rows,
+                "dataset_drift": self.dataset_drift,
+                "share": round(self.share, 4),
+                "drifted": self.drifted,
+                "summary": self.summary(),
+                "rule": RULE,
+                "thresholds": {
+                    "psi_threshold": self.psi_threshold,
+                    "distance_threshold": self.distance_threshold,
+                    "unseen_share": self.unseen_share,
+                    "ks_pvalue": self.ks_pvalue,
+                    "drift_share": self.drift_share,
+                },
+                "features": [
+                    {
+                        k: v
+                        for k, v in asdict(f).items()
+                        if k not in ("buckets", "reference_shares", "current_shares")
+                    }
+                    for f in self.features
+                ],
+            }
+        )
 
 
-def _exceeded(score: float, psi_max: float, test: str, p_value: float, p_min: float) -> list[str]:
-    """Which thresholds a feature crossed, in words (empty: stable)."""
-    reasons = []
-    if score >= psi_max:
-        reasons.append(f"PSI {score:.3f} >= {psi_max}")
-    if p_value < p_min:
-        reasons.append(f"{test} p={p_value:.2g} < {p_min}")
-    return reasons
+#: How a feature's verdict is reached, in words (stored in drift.json and shown in the report).
+RULE = (
+    "a feature drifts when (PSI >= psi_threshold or distance >= distance_threshold or, "
+    "categorical only, unseen values >= unseen_share of the window) and the test's "
+    "p-value < ks_pvalue; the dataset drifts when >= drift_share of the features drift"
+)
+
+
+def _num(value: float, spec: str) -> str:
+    return format(value, spec) if math.isfinite(value) else str(value)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class _Thresholds:
+    psi: float
+    distance: float
+    p_value: float
+    unseen: float
+
+
+def _verdict(
+    limits: _Thresholds,
+    *,
+    score: float,
+    distance: float,
+    test: str,
+    p_value: float,
+    unseen: float | None = None,
+) -> tuple[bool, str]:
+    """Whether a feature drifted, and why in words (see the module docstring's rule)."""
+    effects = []
+    if score >= limits.psi:
+        effects.append(f"PSI {_num(score, '.3f')} >= {limits.psi}")
+    if distance >= limits.distance:
+        label = "KS statistic" if test == "KS" else "distance"
+        effects.append(f"{label} {distance:.3f} >= {limits.distance}")
+    if unseen is not None and unseen > 0 and unseen >= limits.unseen:
+        effects.append(f"unseen values {unseen:.1%} >= {limits.unseen:.1%} of the window")
+    significant = not math.isnan(p_value) and p_value < limits.p_value
+    if effects and significant:
+        return True, "; ".join(effects) + f" ({test} p={p_value:.2g})"
+    if effects:
+        return False, (
+            f"stable: {'; '.join(effects)} but {test} p={p_value:.2g} >= {limits.p_value} "
+            "(too few rows to tell from noise)"
+        )
+    if significant:
+        return False, (
+            f"stable: {test} p={p_value:.2g} but the change is small "
+            f"(PSI {_num(score, '.3f')}, distance {distance:.3f})"
+        )
+    return False, "stable"
 
 
 def _numeric_drift(
-    name: str, ref: dict[str, Any], values: pd.Series, psi_max: float, p_min: float
+    name: str, ref: dict[str, Any], values: pd.Series, limits: _Thresholds
 ) -> FeatureDrift:
     import numpy as np
     from scipy.stats import ks_2samp
@@ -257,6 +345,7 @@ def _numeric_drift(
             p_value=0.0,
             drifted=True,
             reason="no finite values in the window",
+            distance=1.0,
             reference_mean=ref.get("mean"),
         )
     edges = np.asarray(ref["edges"], dtype="float64")
@@ -265,7 +354,7 @@ def _numeric_drift(
     score = psi(ref["proportions"], current)
     test = ks_2samp(np.asarray(ref["sample"], dtype="float64"), numbers)
     statistic, p_value = float(test.statistic), float(test.pvalue)
-    reasons = _exceeded(score, psi_max, "KS", p_value, p_min)
+    drifted, reason = _verdict(limits, score=score, distance=statistic, test="KS", p_value=p_value)
     labels = [f"< {edges[0]:.3g}"] if edges.size else ["all"]
     labels += [f"{lo:.3g} to {hi:.3g}" for lo, hi in pairwise(edges)]
     if edges.size:
@@ -277,8 +366,9 @@ def _numeric_drift(
         test="ks",
         statistic=round(statistic, 6),
         p_value=p_value,
-        drifted=bool(reasons),
-        reason="; ".join(reasons) or "stable",
+        drifted=drifted,
+        reason=reason,
+        distance=round(statistic, 6),
         reference_mean=ref.get("mean"),
         current_mean=float(numbers.mean()) if numbers.size else None,
         buckets=labels,
@@ -288,7 +378,7 @@ def _numeric_drift(
 
 
 def _categorical_drift(
-    name: str, ref: dict[str, Any], values: pd.Series, psi_max: float, p_min: float
+    name: str, ref: dict[str, Any], values: pd.Series, limits: _Thresholds
 ) -> FeatureDrift:
     import numpy as np
     from scipy.stats import chisquare
@@ -307,9 +397,18 @@ def _categorical_drift(
     floored = np.maximum(np.asarray(expected), _EPS)
     test = chisquare(current_counts, f_exp=floored / floored.sum() * n)
     statistic, p_value = float(test.statistic), float(test.pvalue)
-    reasons = _exceeded(score, psi_max, "chi-square", p_value, p_min)
+    distance = 0.5 * sum(abs(c - e) for c, e in zip(current, expected, strict=True)) if n else 0.0
+    unseen_share = unseen / n if n else 0.0
+    drifted, reason = _verdict(
+        limits,
+        score=score,
+        distance=distance,
+        test="chi-square",
+        p_value=p_value,
+        unseen=unseen_share,
+    )
     if unseen:
-        reasons.append(f"{unseen} value(s) never seen in training")
+        reason += f"; {unseen} value(s) never seen in training"
     return FeatureDrift(
         name=name,
         kind="categorical",
@@ -317,9 +416,10 @@ def _categorical_drift(
         test="chi2",
         statistic=round(statistic, 6),
         p_value=p_value,
-        drifted=score >= psi_max or p_value < p_min,
-        reason="; ".join(reasons) or "stable",
-        unseen_share=round(unseen / n, 6) if n else 0.0,
+        drifted=drifted,
+        reason=reason,
+        distance=round(distance, 6),
+        unseen_share=round(unseen_share, 6),
         buckets=[*known, UNSEEN],
         reference_shares=expected,
         current_shares=current,
@@ -330,11 +430,27 @@ def compute_drift(
     profile: dict[str, Any],
     current: pd.DataFrame,
     *,
-    psi_threshold: float = 0.2,
-    ks_pvalue: float = 0.01,
-    drift_share: float = 0.3,
+    psi_threshold: float = PSI_THRESHOLD,
+    ks_pvalue: float = KS_PVALUE,
+    drift_share: float = DRIFT_SHARE,
+    distance_threshold: float = DISTANCE_THRESHOLD,
+    unseen_share: float = UNSEEN_SHARE,
 ) -> DriftReport:
     """Compare live inputs with the reference profile, feature by feature.
+
+    Parameters
+    ----------
+    profile : dict
+        From :func:`build_profile`.
+    current : DataFrame
+        The live window (one row per prediction).
+    psi_threshold, distance_threshold, unseen_share : float
+        Effect sizes at which a feature's change is large enough to act on.
+    ks_pvalue : float
+        The change must also be significant (test p-value below this): guards small
+        windows against noise, never flags a feature alone.
+    drift_share : float
+        Share of drifted features that means dataset drift.
 
     Raises
     ------
@@ -353,15 +469,20 @@ def compute_drift(
             f"The prediction window lacks feature(s) {missing} that the model was trained on: "
             "the log belongs to another model, or its schema changed"
         )
+    limits = _Thresholds(
+        psi=psi_threshold, distance=distance_threshold, p_value=ks_pvalue, unseen=unseen_share
+    )
     results = []
     for name, ref in profile["features"].items():
         values = current[name].dropna()
         check = _categorical_drift if ref["kind"] == "categorical" else _numeric_drift
-        results.append(check(name, ref, values, psi_threshold, ks_pvalue))
+        results.append(check(name, ref, values, limits))
     return DriftReport(
         rows=len(current),
         features=results,
         psi_threshold=psi_threshold,
         ks_pvalue=ks_pvalue,
         drift_share=drift_share,
+        distance_threshold=distance_threshold,
+        unseen_share=unseen_share,
     )

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from conveyor.monitoring.drift import DriftReport, FeatureDrift
+from conveyor.monitoring.drift import DriftReport, FeatureDrift, json_safe
 
 #: Plots per report at most (the most drifted features first).
 MAX_PLOTS = 30
@@ -48,6 +48,7 @@ def _row(feature: FeatureDrift, plots: dict[str, str]) -> str:
         html.escape(feature.name),
         feature.kind,
         f"{feature.psi:.3f}",
+        f"{feature.distance:.3f}",
         f"{feature.test} {feature.statistic:.3f}",
         f"{feature.p_value:.2g}",
         "" if feature.reference_mean is None else f"{feature.reference_mean:.4g}",
@@ -90,8 +91,9 @@ def write_report(
         _plot(feature, out / name)
         plots[feature.name] = name
         written[name] = str(out / name)
-    summary = {**report.to_dict(), "context": context, "plots": plots}
-    (out / "drift.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary = json_safe({**report.to_dict(), "context": context, "plots": plots})
+    # allow_nan=False: drift.json is strict JSON (an infinite PSI is null, see to_dict)
+    (out / "drift.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
     written["drift.json"] = str(out / "drift.json")
     facts = "".join(
         f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in context.items()
@@ -110,9 +112,12 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}figure{{display:inl
 <h1>Drift report</h1>
 <p style="color:{verdict_colour};font-size:1.2em">{html.escape(report.summary())}</p>
 <ul>{facts}</ul>
-<p>Thresholds: PSI &ge; {report.psi_threshold}, test p &lt; {report.ks_pvalue},
-dataset drift when &ge; {report.drift_share:.0%} of features drift.</p>
-<table><tr><th>feature</th><th>kind</th><th>PSI</th><th>test statistic</th><th>p-value</th>
+<p>A feature drifts when its change is large (PSI &ge; {report.psi_threshold}, or distance
+&ge; {report.distance_threshold} &mdash; the KS statistic for numeric features, the total
+variation distance for categorical ones &mdash; or unseen categorical values in
+&ge; {report.unseen_share:.0%} of the window) <i>and</i> not noise (test p &lt;
+{report.ks_pvalue}); dataset drift when &ge; {report.drift_share:.0%} of features drift.</p>
+<table><tr><th>feature</th><th>kind</th><th>PSI</th><th>distance</th><th>test statistic</th><th>p-value</th>
 <th>training mean</th><th>live mean</th><th>verdict</th></tr>
 {"".join(_row(f, plots) for f in by_psi)}
 </table>
