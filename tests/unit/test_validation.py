@@ -119,8 +119,10 @@ def test_string_in_numeric_column_after_csv_round_trip(frame, spec, tmp_path):
     df = read_dataset(path)
     err = fail(df, spec)
     text = str(err)
-    assert "expect_column_values_to_be_in_type_list on 'mean radius' [type=float]" in text
-    assert "values that are not numbers, e.g. ['abc']" in text
+    assert (
+        "expect_column_values_to_be_in_type_list on 'mean radius' [type=float]: 1 unexpected "
+        "(0.18%), e.g. ['abc'] in a column of dtype str; it is not a number (row index 7)"
+    ) in text
     # the range check cannot run on text: reported as such, with the dtype
     assert re.search(
         r"expect_column_values_to_be_between on 'mean radius' .*could not be evaluated, "
@@ -128,6 +130,30 @@ def test_string_in_numeric_column_after_csv_round_trip(frame, spec, tmp_path):
         text,
     )
     assert {f["column"] for f in err.summary["failures"]} == {"mean radius"}
+
+
+def test_one_bad_value_in_a_large_csv_is_reported_exactly(frame, spec, tmp_path):
+    """Issue 16: 56,900 rows with "?" in one row of `worst area`. Read in chunks, the column
+    came back half floats, half strings and the report said "24132 unexpected (42.4%),
+    e.g. ['1362.0', ...]", never showing the "?". It must name the value and count 1."""
+    import pandas as pd
+
+    big = pd.concat([frame] * 100, ignore_index=True)
+    assert len(big) == 56_900
+    big["worst area"] = big["worst area"].astype(object)
+    big.loc[40_000, "worst area"] = "?"
+    path = tmp_path / "big.csv"
+    big.to_csv(path, index=False)
+    err = fail(read_dataset(path), spec)
+    text = str(err)
+    assert (
+        "expect_column_values_to_be_in_type_list on 'worst area' [type=float]: 1 unexpected "
+        "(0.0018%), e.g. ['?'] in a column of dtype str; it is not a number (row index 40000)"
+    ) in text, text
+    broken = failure(err, "expect_column_values_to_be_in_type_list", "worst area")
+    assert (broken["unexpected_count"], broken["examples"], broken["rows"]) == (1, ["?"], [40000])
+    # every other column was read as numbers: only `worst area` is reported
+    assert {f["column"] for f in err.summary["failures"]} == {"worst area"}
 
 
 def test_empty_file_reports_row_count_and_missing_columns(spec, tmp_path):

@@ -119,7 +119,10 @@ def read_dataset(path: str | Path, fmt: str = "csv") -> pd.DataFrame:
     try:
         if fmt == "parquet":
             return pd.read_parquet(path)
-        return pd.read_csv(path)
+        # One pass (low_memory=False): pandas' default parses a large CSV in chunks and
+        # types each chunk on its own, so one bad value in a numeric column leaves the
+        # column half floats, half strings, and the report then counts every string.
+        return pd.read_csv(path, low_memory=False)
     except pd.errors.EmptyDataError:
         log.warning("Dataset %s has no columns or rows", path)
         return pd.DataFrame()
@@ -309,7 +312,8 @@ def validate_frame(
          "failures": [{"expectation": "expect_...", "column": str | None,
                        "kwargs": {...}, "unexpected_count": int | None,
                        "unexpected_percent": float | None, "examples": [...],
-                       "observed": ... | None, "error": str | None}, ...],
+                       "observed": ... | None, "error": str | None,
+                       "rows": [row labels of the examples] | None}, ...],
          "docs_index": str | None}
 
     ``error`` is set when GX could not evaluate an expectation at all (missing column,
@@ -495,6 +499,7 @@ def _failure(r, df) -> dict:
         "examples": _json_safe(examples),
         "observed": _json_safe(observed),
         "error": None,
+        "rows": None,
         "_kwargs": kwargs,
         "_examples": examples,
         "_observed": observed,
@@ -515,9 +520,45 @@ def _failure(r, df) -> dict:
         # GX reports the dtype's scalar type ("float64" for Float64, "CategoricalDtypeType");
         # the pandas dtype is what the user knows.
         failure["observed"] = failure["_observed"] = dtype
-        if not examples and df.columns.is_unique:
+        if df.columns.is_unique and _not_numbers(failure, df[column], family):
+            pass
+        elif not examples and df.columns.is_unique:
             failure["_hint"] = _type_hint(df[column], family)
     return failure
+
+
+def _not_numbers(failure: dict, series, family: str | None) -> bool:
+    """For a numeric column that holds text: report exactly the values that are not numbers.
+
+    GX's own type check counts every value whose Python type is wrong, so a column read as
+    text because of one ``"?"`` reports all its rows, with valid numbers as examples.
+    Here the count, the share, the examples and their row labels are the values that
+    really are not numbers. Returns whether any were found (``failure`` updated in place).
+    """
+    if family not in ("float", "int") or series.dtype.kind in "iufcb":
+        return False
+    import pandas as pd
+
+    bad = pd.to_numeric(series, errors="coerce").isna() & series.notna()
+    count = int(bad.sum())
+    if not count:
+        return False
+    values = series[bad]
+    examples = values.head(EXAMPLES).tolist()
+    rows = [_plain(label) for label in values.index[:EXAMPLES]]
+    failure.update(
+        unexpected_count=count,
+        unexpected_percent=100.0 * count / len(series),
+        examples=_json_safe(examples),
+        rows=_json_safe(rows),
+        _examples=examples,
+        _hint=(
+            f"; {'it is' if count == 1 else 'they are'} not "
+            f"{'a number' if count == 1 else 'numbers'} (row index{'es' if len(rows) > 1 else ''} "
+            f"{', '.join(map(str, rows))}{' ...' if count > len(rows) else ''})"
+        ),
+    )
+    return True
 
 
 def _type_hint(series, family: str | None) -> str:
