@@ -165,19 +165,65 @@ def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -
     return summary
 
 
-_LOG_RE = re.compile(r"^\S+T(\d\d:\d\d:\d\d)\S* \[(\w+)\s*\] (.*?)\s+\[([\w.]+)\]")
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S* \[\w+\s*\] ")
+# The logger name is the bracketed word after the message, followed by key=value pairs
+# or the end of the record (a message may itself contain "[...]").
+_LOG_RE = re.compile(
+    r"^\S+T(\d\d:\d\d:\d\d)\S* \[(\w+)\s*\] (.*?)\s+\[([\w.]+)\](?=\s+\w+=|\s*\Z)", re.DOTALL
+)
+_MODULE_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=\w+: )")
+_FRAME = re.compile(r"^(Traceback \(most recent call last\):|  File \"|    )")
 
 
-def _progress_line(line: str) -> str | None:
-    """A compact ``time level message`` for Conveyor's own log records and errors."""
-    match = _LOG_RE.match(line)
+def log_records(lines: list[str]) -> list[str]:
+    """Group Airflow's console log lines into records: a record starts with a timestamped
+    line; lines that follow without one (a multi-line message, a traceback) belong to it."""
+    records: list[str] = []
+    for line in lines:
+        if _RECORD_START.match(line) or not records:
+            records.append(line)
+        else:
+            records[-1] += "\n" + line
+    return records
+
+
+def _final_exception(lines: list[str]) -> list[str]:
+    """The last exception's message in a traceback (what a user needs), else []."""
+    for i in range(len(lines) - 1, -1, -1):
+        if _FRAME.match(lines[i]):
+            tail = [x for x in lines[i + 1 :] if x.strip()]
+            return tail if tail and not tail[0].startswith(("The above", "During handling")) else []
+    return []
+
+
+def _progress_line(record: str, shown: set[str] | None = None) -> str | None:
+    """A compact ``time level message`` for Conveyor's own log records and errors.
+
+    Multi-line records keep every line (a validation failure lists each broken
+    expectation on its own line); an error's traceback is reduced to its final exception
+    message. ``shown`` collects message lines already printed, so the same failure told
+    by the task and again by the notifier is printed once in full.
+    """
+    match = _LOG_RE.match(record)
     if match is None:
         return None
     clock, level, message, logger = match.groups()
     ours = logger.startswith(("conveyor", "airflow.task.operators.conveyor_airflow"))
-    if ours or level in ("error", "critical") or message.startswith("Marking run"):
-        return f"{clock} {level:<7} {message}"
-    return None
+    if not (ours or level in ("error", "critical") or message.startswith("Marking run")):
+        return None
+    first, *rest = message.rstrip().split("\n")
+    # lines after the one naming the logger: a traceback logged with the record
+    rest += [x for x in record[match.end() :].split("\n")[1:] if x.strip()]
+    if any(_FRAME.match(x) for x in rest):
+        rest = _final_exception(rest)
+        if rest:  # "pkg.module.SomeError: message" -> "SomeError: message"
+            first = f"{first}: {_MODULE_PATH.sub('', rest[0])}"
+            rest = rest[1:]
+    if shown is not None:
+        if rest and all(x in shown for x in rest):
+            rest = []
+        shown.update(rest)
+    return "\n".join([f"{clock} {level:<7} {first}", *rest])
 
 
 def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -206,13 +252,15 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
         check=False,
     )
     result = None
-    for line in proc.stdout.splitlines():
-        if line.startswith("CONVEYOR_RESULT "):
-            result = json.loads(line.removeprefix("CONVEYOR_RESULT "))
+    shown: set[str] = set()
+    for record in log_records(proc.stdout.splitlines()):
+        if record.startswith("CONVEYOR_RESULT "):
+            result = json.loads(record.split("\n", 1)[0].removeprefix("CONVEYOR_RESULT "))
         elif args.verbose:
-            print(line)
-        elif (shown := _progress_line(line)) is not None:
-            console.print(shown, markup=False, highlight=False)
+            print(record)
+        elif (line := _progress_line(record, shown)) is not None:
+            # soft_wrap: long paths and commit hashes are not broken onto new lines
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     if result is None:
         err_console.print(proc.stdout[-4000:], markup=False)
         err_console.print("[red]The training run did not start; see the output above.[/]")

@@ -1,0 +1,64 @@
+"""The `conveyor` CLI as a user runs it: a real subprocess, real DVC, GX, Airflow's dag.test()."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conveyor.data.registry import publish_file
+from conveyor_runtime.datasets import DATASETS, dataset_frame
+from conveyor_runtime.demo import init_data_registry
+
+pytestmark = pytest.mark.e2e
+
+CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
+
+
+def conveyor(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    return subprocess.run(
+        [CONVEYOR, *args],
+        env={**os.environ, "COLUMNS": "100", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_demo_run_shows_every_broken_expectation_without_verbose(
+    airflow_db, demo_registry, tmp_path
+):
+    """Issue 16: a run stopped by bad data printed only `error  Task failed with exception`;
+    the broken expectations appeared only with `conveyor -v` (multi-line log records were
+    dropped by the console filter)."""
+    registry = tmp_path / "registry"
+    init_data_registry(registry, tmp_path / "remote", names=["breast_cancer"])
+    bad = dataset_frame("breast_cancer")
+    bad["worst area"] = bad["worst area"].astype(object)
+    bad.loc[5, "worst area"] = "?"
+    bad.loc[7, "target"] = 3
+    csv = tmp_path / "bad.csv"
+    bad.to_csv(csv, index=False)
+    sha = publish_file(registry, DATASETS["breast_cancer"], csv, message="corrupted data")
+
+    done = conveyor("demo", "run", "--data-rev", sha, env={"CONVEYOR_DATA_REGISTRY": str(registry)})
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "Data validation failed: 3 of 96 expectations broken for breast_cancer" in out, (
+        out + done.stderr
+    )
+    for line in (
+        "  - expect_column_values_to_be_in_type_list on 'worst area' [type=float]: 1 unexpected",
+        "  - expect_column_values_to_be_between on 'worst area' [min_value=0.0, "
+        "max_value=12762.0]: could not be evaluated",
+        "  - expect_column_values_to_be_in_set on 'target' [value_set=[0, 1]]: 1 unexpected "
+        "(0.18%), e.g. [3]",
+    ):
+        assert out.count(line) == 1, f"{line!r} not shown exactly once:\n{out}"
+    # the error line carries the reason; no traceback frames, no duplicate of the list
+    assert "error   Task failed with exception: AirflowFailException: ValidationFailed" in out
+    assert "Traceback" not in out and 'File "' not in out
