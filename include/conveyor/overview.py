@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from conveyor.artifacts import join_url
@@ -52,10 +53,15 @@ def latest_step_summary(
         return {"run": run_dir.rsplit("/", 1)[-1], "written_at": written_at, **json.load(fh)}
 
 
-def pipeline_overview(settings: Settings) -> list[dict[str, Any]]:
-    """One entry per pipeline YAML: config summary, production version and lineage, last checks."""
+def pipeline_overview(
+    settings: Settings, names: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    """One entry per pipeline YAML: config summary, production version and lineage, last checks.
+
+    ``names``: only these pipelines (e.g. those the viewer may read); default every YAML.
+    """
     entries = []
-    for name in list_pipelines(settings.pipelines_dir):
+    for name in list_pipelines(settings.pipelines_dir) if names is None else names:
         entry: dict[str, Any] = {"name": name}
         try:
             config = load_pipeline_config(pipeline_path(name, settings.pipelines_dir))

@@ -8,7 +8,6 @@ Airflow tasks (:mod:`conveyor.deploy.rollout`) and are audited the same way.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from typing import Any
 
@@ -19,13 +18,6 @@ def _config(settings: Settings, pipeline: str):
     from conveyor.config import load_pipeline_config, pipeline_path
 
     return load_pipeline_config(pipeline_path(pipeline, settings.pipelines_dir))
-
-
-def _user() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -93,13 +85,14 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 def _switch(args: argparse.Namespace, settings: Settings, action: str) -> int:
     from conveyor.deploy.rollout import example_rows, rollback, switch_production
     from conveyor.registry import tracking
+    from conveyor.registry.audit import cli_actor
 
     cfg = _config(settings, args.pipeline)
     client = tracking.configure(settings)
     common = {
         "name": cfg.model_name,
         "reason": args.reason,
-        "user": _user(),
+        "user": cli_actor(),
         "artifact_root": settings.artifact_root,
         "service_url": args.service_url or cfg.deploy.service_url,
         "verify": args.verify or cfg.deploy.verify,

@@ -8,6 +8,7 @@ a little measurement noise; ``drift=True`` shifts the same features by the same 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from conveyor_runtime.datasets import DRIFT_FACTOR, DRIFT_FEATURES, dataset_frame
@@ -54,7 +55,10 @@ def send_traffic(
 
     records = traffic_rows(dataset, rows, drift=drift, seed=seed)
     sent = failed = 0
-    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as client:
+    # A service that requires a predict token (CONVEYOR_PREDICT_TOKEN) gets the same one.
+    token = os.environ.get("CONVEYOR_PREDICT_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers) as client:
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
             try:

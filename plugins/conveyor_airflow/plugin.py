@@ -5,8 +5,9 @@ every ``.py`` under its plugins folder as a top-level module named after the fil
 would load this package twice and shadow libraries (see DESIGN: the plugins folder trap).
 
 It adds the operators' extra links (MLflow run, model version, Data Docs, model service),
-a FastAPI app at ``/conveyor`` (overview page and read-only run artifacts) and an
-external view "Conveyor" in the navigation bar pointing at that page.
+a FastAPI app at ``/conveyor`` (overview page and run reports, behind Airflow's login and
+per-DAG read access: :mod:`conveyor_airflow.ui_auth`) and an external view "Conveyor" in
+the navigation bar pointing at that page.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from conveyor_airflow.links import (
 )
 
 
-def _fastapi_app():
-    from conveyor_airflow.ui_app import app
+def _fastapi_app() -> dict[str, Any]:
+    from conveyor_airflow.ui_app import URL_PREFIX, app
 
-    return app
+    return {"app": app, "url_prefix": URL_PREFIX, "name": "Conveyor"}
 
 
 class ConveyorPlugin(AirflowPlugin):
@@ -41,9 +42,7 @@ class ConveyorPlugin(AirflowPlugin):
         DriftReportLink(),
         ModelServiceLink(),
     ]
-    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
-        {"app": _fastapi_app(), "url_prefix": "/conveyor", "name": "Conveyor"}
-    ]
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [_fastapi_app()]
     external_views: ClassVar[list[dict[str, Any]]] = [
         {
             "name": "Conveyor pipelines",

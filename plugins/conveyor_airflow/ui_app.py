@@ -1,9 +1,14 @@
 """FastAPI app mounted in the Airflow API server at ``/conveyor`` by the plugin.
 
-Serves the pipeline overview page (an Airflow 3 external view) and, read-only, files
-under the artifact root — so Data Docs and evaluation plots open from a task's extra
-link in the browser without a separate web server. Paths are confined to the artifact
-root; nothing here writes.
+Serves the pipeline overview page (an Airflow 3 external view) and, read-only, the
+*reports* under the artifact root — so Data Docs, evaluation plots and drift reports open
+from a task's extra link in the browser without a separate web server. Nothing here writes.
+
+Every route needs Airflow's login and read access to the pipeline's DAG
+(:mod:`conveyor_airflow.ui_auth`). Raw rows are never served: data copies, snapshots and
+prediction logs stay readable to tasks and the CLI only. The artifact route answers only
+for the files of :func:`servable` (``.html .png .css .js`` and ``summary.json`` inside a
+report step's attempt folder) and 404 for anything else, confined to the artifact root.
 """
 
 from __future__ import annotations
@@ -11,9 +16,13 @@ from __future__ import annotations
 import html
 import json
 import mimetypes
-from typing import Any
+import os
+import re
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from conveyor.artifacts import join_url
@@ -21,8 +30,71 @@ from conveyor.overview import pipeline_overview
 from conveyor.registry.lineage import short_code_identity
 from conveyor_airflow.config import conveyor_settings
 from conveyor_airflow.links import artifact_href
+from conveyor_airflow.ui_auth import (
+    GetUserDep,
+    access_dag_id,
+    install_login_redirect,
+    may_read_dag,
+    pipeline_dag_id,
+    require_dag_read,
+)
 
-app = FastAPI(title="Conveyor", description="Conveyor pipeline overview and run artifacts")
+#: Where the plugin mounts this app on the API server.
+URL_PREFIX = "/conveyor"
+#: Steps whose attempt folders hold reports: GX Data Docs (validation), evaluation plots,
+#: the drift report. The data step (the pulled file) and anything outside a run's step
+#: folders (``predictions/``, ``audit/``) are never served.
+REPORT_STEPS = frozenset({"validation", "evaluation", "drift"})
+#: File types served from a report folder; everything else there (snapshot.parquet,
+#: metrics.json, drift.json, fonts...) answers 404.
+SERVED_SUFFIXES = frozenset({".html", ".png", ".css", ".js"})
+SERVED_NAMES = frozenset({"summary.json"})
+_ATTEMPT = re.compile(r"try-[0-9]+")
+
+# No /docs, /redoc or /openapi.json: every route of this app is one of ours, behind the login.
+app = FastAPI(
+    title="Conveyor",
+    description="Conveyor pipeline overview and run reports",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
+install_login_redirect(app)
+
+
+def servable(parts: Sequence[str]) -> bool:
+    """Whether the artifact ``parts`` (``<dag>/<run>/<step>/try-<n>/.../<file>``) is a report
+    file the UI may serve (see :data:`REPORT_STEPS`, :data:`SERVED_SUFFIXES`)."""
+    if len(parts) < 5 or parts[2] not in REPORT_STEPS or not _ATTEMPT.fullmatch(parts[3]):
+        return False
+    name = parts[-1].lower()
+    return name in SERVED_NAMES or PurePosixPath(name).suffix in SERVED_SUFFIXES
+
+
+async def readable_pipelines(request: Request, user: GetUserDep) -> list[str]:
+    """The pipelines whose training DAG the logged-in user may read."""
+    from conveyor.config import list_pipelines
+
+    names = list_pipelines(conveyor_settings().pipelines_dir)
+    return [n for n in names if await may_read_dag(request, user, pipeline_dag_id(n))]
+
+
+def _artifact_parts(path: str) -> list[str]:
+    parts = [p for p in path.split("/") if p]
+    if not parts or any(p in (".", "..") or "\\" in p or "\x00" in p for p in parts):
+        raise HTTPException(status_code=400, detail="invalid artifact path")
+    return parts
+
+
+async def artifact_access(request: Request, user: GetUserDep, path: str) -> list[str]:
+    """The checked path segments of an artifact the user may read (400/403 otherwise)."""
+    parts = _artifact_parts(path)
+    await require_dag_read(request, user, access_dag_id(parts[0]))
+    return parts
+
+
+ReadablePipelines = Annotated[list[str], Depends(readable_pipelines)]
+ReadableArtifact = Annotated[list[str], Depends(artifact_access)]
 
 
 def _report_link(url: str | None) -> str:
@@ -115,26 +187,36 @@ th{{text-align:left;padding-right:1.5rem;font-weight:600;vertical-align:top}}td,
 
 
 @app.get("/", response_class=HTMLResponse)
-def overview_page() -> str:
-    return render_overview(pipeline_overview(conveyor_settings()))
+def overview_page(names: ReadablePipelines) -> str:
+    return render_overview(pipeline_overview(conveyor_settings(), names))
 
 
 @app.get("/api/pipelines")
-def overview_json() -> JSONResponse:
-    return JSONResponse(pipeline_overview(conveyor_settings()))
+def overview_json(names: ReadablePipelines) -> JSONResponse:
+    return JSONResponse(pipeline_overview(conveyor_settings(), names))
 
 
 @app.get("/artifacts/{path:path}")
-def artifact(path: str) -> Response:
+def artifact(path: str, parts: ReadableArtifact) -> Response:
     from fsspec.core import url_to_fs
 
-    parts = [p for p in path.split("/") if p]
-    if not parts or any(p in (".", "..") or "\\" in p for p in parts):
-        raise HTTPException(status_code=400, detail="invalid artifact path")
-    fs, target = url_to_fs(join_url(conveyor_settings().artifact_root, *parts))
+    missing = HTTPException(status_code=404, detail=f"no report {path}")
+    if not servable(parts):
+        raise missing
+    fs, root = url_to_fs(conveyor_settings().artifact_root)
+    target = join_url(root, *parts)
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        # A symbolic link inside the root must not lead out of it.
+        real_root = os.path.realpath(root)
+        if os.path.commonpath([real_root, os.path.realpath(target)]) != real_root:
+            raise missing
     if not fs.isfile(target):
-        raise HTTPException(status_code=404, detail=f"no artifact {path}")
+        raise missing
     with fs.open(target, "rb") as fh:
         data = fh.read()
     media = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
-    return Response(content=data, media_type=media)
+    return Response(
+        content=data,
+        media_type=media,
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private"},
+    )

@@ -31,7 +31,41 @@ def build_registry(home: Path) -> None:
         publish_file(registry, "data/breast_cancer.csv", csv, message="Add breast_cancer")
 
 
+def ui_auth() -> dict:
+    """The plugin's /conveyor app inside this Airflow's own API app (``create_app``): the
+    statuses of every route of its route table, anonymous and logged in as the demo admin
+    (Airflow's security dependencies are internal API: this is where an older minor shows
+    whether their names and signatures still hold)."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.routing import APIRoute
+    from fastapi.testclient import TestClient
+
+    from conveyor_airflow.ui_app import URL_PREFIX
+    from conveyor_airflow.ui_app import app as conveyor_app
+
+    client = TestClient(create_app("core"))
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    sample = "train_x/run/validation/try-1/data_docs/index.html"
+    statuses = {}
+    for route in conveyor_app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        url = URL_PREFIX + route.path.replace("{path:path}", sample)
+        statuses[url] = {
+            "anonymous": client.get(url).status_code,
+            "browser": client.get(
+                url, headers={"Accept": "text/html"}, follow_redirects=False
+            ).status_code,
+            "admin": client.get(url, headers={"Authorization": f"Bearer {token}"}).status_code,
+        }
+    return statuses
+
+
 def main() -> int:
+    if "--ui-auth" in sys.argv:
+        print(json.dumps({"ui_auth": ui_auth()}))
+        return 0
     from airflow.models.dagbag import DagBag
 
     import conveyor

@@ -139,3 +139,22 @@ def test_installed_example_dag_trains_to_production(installed):
     complete = [v for v in result["versions"] if v["tags"].get("conveyor.complete") == "true"]
     assert complete, result["versions"]
     assert any("production" in v["aliases"] for v in complete), result["versions"]
+
+
+def test_installed_plugin_pages_need_the_login(installed):
+    """Airflow's security dependencies the /conveyor app uses (internal API) work on this
+    minor: anonymous 401 (a browser is sent to the login page), the admin gets the pages; a
+    missing report is 404 only behind the login."""
+    venv, env, root = installed["venv"], installed["env"], installed["root"]
+    done = _run(
+        [str(venv / "bin" / "python"), str(installed["script"]), "--ui-auth"], env=env, cwd=root
+    )
+    statuses = _json(done)["ui_auth"]
+    assert set(statuses) == {
+        "/conveyor/",
+        "/conveyor/api/pipelines",
+        "/conveyor/artifacts/train_x/run/validation/try-1/data_docs/index.html",
+    }, statuses
+    for url, seen in statuses.items():
+        admin = 404 if "/artifacts/" in url else 200
+        assert seen == {"anonymous": 401, "browser": 303, "admin": admin}, (url, seen)

@@ -534,6 +534,69 @@ def test_row_and_body_limits_are_configurable(settings, trained, logged, tmp_pat
         assert client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]
 
 
+def test_predict_token_when_configured(settings, trained, logged, tmp_path, caplog):
+    """With a predict token, /predict answers only to it (or the admin token a deployment
+    verifies with); the token is in no response and no log line."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    config, _, _, test = trained
+    name = "serving_locked"
+    mlflow_client, run_id, uri = logged
+    promote(
+        mlflow_client, name, register(mlflow_client, name, uri, run_id, "x"), reason="t", actor="t"
+    )
+    predict_token = "pr3dict-t0ken-0123456789"
+    body = {"records": [row(test, 0, config.feature_columns)]}
+    with _app_client(
+        settings, tmp_path, name, admin_token=TOKEN, predict_token=predict_token
+    ) as client:
+        answers = {
+            label: client.post("/predict", json=body, headers=headers)
+            for label, headers in {
+                "none": {},
+                "wrong": {"Authorization": f"Bearer {predict_token}x"},
+                "not bearer": {"Authorization": f"Basic {predict_token}"},
+                "predict": {"Authorization": f"Bearer {predict_token}"},
+                "admin": {"Authorization": f"Bearer {TOKEN}"},
+            }.items()
+        }
+        assert {k: r.status_code for k, r in answers.items()} == {
+            "none": 401,
+            "wrong": 401,
+            "not bearer": 401,
+            "predict": 200,
+            "admin": 200,
+        }
+        assert answers["none"].headers["www-authenticate"] == "Bearer"
+        assert "CONVEYOR_PREDICT_TOKEN" in answers["none"].json()["detail"]
+        # /health and /version stay open (monitoring probes); the schema names no token
+        assert client.get("/health").status_code == 200
+        texts = [r.text for r in answers.values()]
+        texts += [client.get(p).text for p in ("/health", "/version", "/openapi.json")]
+    assert not [t for t in texts if predict_token in t or TOKEN in t]
+    assert caplog.records and predict_token not in caplog.text
+
+
+def test_predict_token_settings(tmp_path):
+    env = {"CONVEYOR_PREDICT_TOKEN": "abcdefghijklmnop"}
+    assert ServingSettings.from_env("churn", env={}).predict_token is None  # off by default
+    token = ServingSettings.from_env("churn", env=env).predict_token
+    assert token.get_secret_value() == "abcdefghijklmnop"
+    secret = tmp_path / "predict-token"
+    secret.write_text("from-a-mounted-secret-file\n")
+    from_file = ServingSettings.from_env("churn", env={"CONVEYOR_PREDICT_TOKEN_FILE": str(secret)})
+    assert from_file.predict_token.get_secret_value() == "from-a-mounted-secret-file"
+    assert "from-a-mounted" not in repr(from_file)
+    with pytest.raises(ConfigError, match="keep one"):
+        ServingSettings.from_env("churn", env={**env, "CONVEYOR_PREDICT_TOKEN_FILE": str(secret)})
+    with pytest.raises(ConfigError, match="Cannot read the predict token file"):
+        ServingSettings.from_env("churn", env={"CONVEYOR_PREDICT_TOKEN_FILE": str(tmp_path / "x")})
+    with pytest.raises(ConfigError, match="at least 16 characters") as short:
+        ServingSettings.from_env("churn", env={"CONVEYOR_PREDICT_TOKEN": "sh0rt-secret"})
+    assert "sh0rt-secret" not in str(short.value)
+
+
 # -- pure parts ---------------------------------------------------------------------------
 
 

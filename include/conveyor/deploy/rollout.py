@@ -577,12 +577,14 @@ def switch_production(
             return DeployResult(name, str(version), previous, moved, True, note, event.id)
         # ---- the service does not serve the new version correctly: undo
         log.error("Service check of %s v%s failed within %g s: %s", name, version, timeout, note)
+        # Undone by Airflow on its own (in a run), not by whoever asked for the deployment.
+        automatic = audit.airflow_actor(dag_id) if dag_id else user
         _move_alias(
             client,
             name,
             previous,
             reason=f"automatic rollback: v{version} failed verification ({note})",
-            actor=user,
+            actor=automatic,
         )
         back_ok, back_note = (
             probe.wait_for(previous, rows=rows or [], timeout=timeout)
@@ -596,7 +598,7 @@ def switch_production(
             from_version=version,
             to_version=previous,
             reason=f"automatic: v{version} failed verification: {note}",
-            user=user,
+            user=automatic,
             dag_id=dag_id,
             run_id=run_id,
             details={"automatic": True, "service_restored": back_ok, "service": back_note},

@@ -7,10 +7,26 @@ a local disk and on S3 (where there is no append) and two writers never collide.
 newest event's id is also recorded on the model version(s) it concerns as the tag
 ``conveyor.last_event``, so the MLflow UI leads to the record; the trail itself is
 never kept in tags, which would grow without bound.
+
+Who did it (``user`` of a record, ``by`` of the version tags), one format:
+
+=========================== ====================================================
+``<name>``                  an authenticated Airflow user: who triggered the run
+                            (UI or REST), answered the approval, triggered the
+                            rollback DAG (the name Airflow's auth manager reports)
+``cli:<os user>``           the ``conveyor`` command line
+``airflow:<dag_id>``        Airflow on its own: a scheduled, data- or
+                            drift-triggered run, an automatic rollback, an
+                            approval that timed out
+=========================== ====================================================
+
+Build it with :func:`airflow_user`, :func:`cli_actor`, :func:`airflow_actor` or
+:func:`run_actor`; never by hand.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import uuid
@@ -31,6 +47,52 @@ log = logging.getLogger(__name__)
 Action = Literal["promote", "rollback", "rejected"]
 ACTIONS: tuple[str, ...] = ("promote", "rollback", "rejected")
 LAST_EVENT_TAG = f"{TAG_PREFIX}last_event"
+#: Prefixes of the actors that are not an Airflow user.
+CLI_PREFIX, AIRFLOW_PREFIX = "cli:", "airflow:"
+#: ``triggering_user_name`` Airflow gives runs that no user triggered (``dag.test()``).
+_NOT_A_USER = frozenset({"dag_test"})
+
+
+def airflow_user(name: str) -> str:
+    """The actor of an action an authenticated Airflow user took (their name as is).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is empty.
+    """
+    name = str(name or "").strip()
+    if not name:
+        raise ValueError("An Airflow user actor needs the user's name; got an empty name")
+    return name
+
+
+def cli_actor(os_user: str | None = None) -> str:
+    """``cli:<os user>``: an action from the ``conveyor`` command line (default: this
+    process's user, ``cli:unknown`` when the system cannot tell)."""
+    if not os_user:
+        try:
+            os_user = getpass.getuser()
+        except (KeyError, OSError):
+            os_user = "unknown"
+    return f"{CLI_PREFIX}{os_user}"
+
+
+def airflow_actor(dag_id: str) -> str:
+    """``airflow:<dag_id>``: an action Airflow took on its own in a run of ``dag_id``."""
+    if not dag_id:
+        raise ValueError("An automatic action's actor needs the dag_id; got an empty one")
+    return f"{AIRFLOW_PREFIX}{dag_id}"
+
+
+def run_actor(dag_id: str, triggering_user: str | None) -> str:
+    """The actor of an action a DAG run takes: the Airflow user who triggered the run
+    (``dag_run.triggering_user_name``), else :func:`airflow_actor` of ``dag_id``
+    (scheduled, asset-triggered and ``dag.test()`` runs have no triggering user)."""
+    name = str(triggering_user or "").strip()
+    if name and name not in _NOT_A_USER:
+        return airflow_user(name)
+    return airflow_actor(dag_id)
 
 
 @dataclass(frozen=True)

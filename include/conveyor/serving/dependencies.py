@@ -1,4 +1,4 @@
-"""Shared request dependencies: the settings, the model holder, the log, the admin check."""
+"""Shared request dependencies: the settings, the model holder, the log, the token checks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from pydantic import SecretStr
 
 from conveyor.serving.model_holder import ModelHolder
 from conveyor.serving.prediction_log import PredictionLog
@@ -56,5 +57,36 @@ def require_admin(
         raise RequestRejected(
             401,
             "Missing or wrong admin token: send 'Authorization: Bearer <token>'",
+            headers=_CHALLENGE,
+        )
+
+
+def _bearer_matches(authorization: str | None, *tokens: SecretStr | None) -> bool:
+    """``Authorization: Bearer <t>`` with ``t`` one of ``tokens`` (constant-time compares)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    given_bytes = given.strip().encode()
+    matches = [
+        hmac.compare_digest(given_bytes, token.get_secret_value().encode())
+        for token in tokens
+        if token is not None
+    ]
+    return any(matches)
+
+
+def require_predict_token(
+    serving: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """With ``CONVEYOR_PREDICT_TOKEN`` set, allow ``/predict`` only with that bearer token (or
+    the admin token, which deployments verify with); without it, allow every request."""
+    if serving.predict_token is None:
+        return
+    if not _bearer_matches(authorization, serving.predict_token, serving.admin_token):
+        raise RequestRejected(
+            401,
+            "Missing or wrong token: this service's /predict needs "
+            "'Authorization: Bearer <token>' (CONVEYOR_PREDICT_TOKEN)",
             headers=_CHALLENGE,
         )

@@ -100,7 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_header=False,
         timeout_graceful_shutdown=30,
     )
-    log.info("Serving %s@%s on http://%s:%d", serving.model_name, serving.alias, host, port)
+    log.info(
+        "Serving %s@%s on http://%s:%d (/predict %s)",
+        serving.model_name,
+        serving.alias,
+        host,
+        port,
+        "needs a bearer token" if serving.predict_token else "needs no token",
+    )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
     return 0 if server.started else 1

@@ -14,16 +14,23 @@ variable                           default
 ``CONVEYOR_SERVE_MAX_BATCH_ROWS``  ``10000``
 ``CONVEYOR_SERVE_POLL_SECONDS``    ``5.0``
 ``CONVEYOR_ADMIN_TOKEN``           unset: admin endpoints answer 401
+``CONVEYOR_PREDICT_TOKEN``         unset: ``/predict`` needs no token (the demo)
+``CONVEYOR_PREDICT_TOKEN_FILE``    a file holding that token instead (a mounted secret)
 ``CONVEYOR_PREDICTION_LOG_DIR``    ``$CONVEYOR_ARTIFACT_ROOT/predictions/<pipeline>``
 ================================== ===============================================
+
+With a predict token set, ``POST /predict`` needs ``Authorization: Bearer <token>`` (the
+admin token is accepted too, so a deployment's verification keeps working). Tokens are
+``SecretStr``: never in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
@@ -36,8 +43,33 @@ ENV_VARS: dict[str, str] = {
     "max_batch_rows": "CONVEYOR_SERVE_MAX_BATCH_ROWS",
     "poll_seconds": "CONVEYOR_SERVE_POLL_SECONDS",
     "admin_token": "CONVEYOR_ADMIN_TOKEN",
+    "predict_token": "CONVEYOR_PREDICT_TOKEN",
     "prediction_log_dir": "CONVEYOR_PREDICTION_LOG_DIR",
 }
+
+#: A file holding the predict token (a Docker/Kubernetes secret), instead of the variable.
+PREDICT_TOKEN_FILE_ENV = "CONVEYOR_PREDICT_TOKEN_FILE"
+#: Settings whose value never appears in an error message.
+SECRET_FIELDS = frozenset({"admin_token", "predict_token"})
+MIN_TOKEN_CHARS = 16
+
+
+def _read_token_file(path: str, env: dict[str, str]) -> str:
+    """The token in ``path`` (surrounding whitespace removed); errors never show its content."""
+    if env.get(ENV_VARS["predict_token"]):
+        raise ConfigError(
+            f"Both {ENV_VARS['predict_token']} and {PREDICT_TOKEN_FILE_ENV} are set: keep one"
+        )
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read the predict token file {path} ({PREDICT_TOKEN_FILE_ENV}): "
+            f"{exc.strerror or exc}"
+        ) from None
+    if not token:
+        raise ConfigError(f"The predict token file {path} ({PREDICT_TOKEN_FILE_ENV}) is empty")
+    return token
 
 
 class ServingSettings(BaseModel):
@@ -64,6 +96,11 @@ class ServingSettings(BaseModel):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of /admin/*; unset disables them."
     )
+    predict_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token /predict requires (the admin token works too); unset: "
+        "/predict is open to whoever reaches the service.",
+    )
     prediction_log_dir: str = Field(description="Local directory of the prediction log.")
     log_flush_seconds: float = Field(default=1.0, gt=0)
     log_flush_records: int = Field(default=1000, ge=1)
@@ -72,6 +109,18 @@ class ServingSettings(BaseModel):
         ge=1,
         description="Requests the log may hold before it drops (and counts) records.",
     )
+
+    @field_validator("predict_token")
+    @classmethod
+    def _strong_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None:
+            value = token.get_secret_value()
+            if len(value) < MIN_TOKEN_CHARS or any(c.isspace() for c in value):
+                raise ValueError(
+                    f"the token must be at least {MIN_TOKEN_CHARS} characters without "
+                    "whitespace (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
+                )
+        return token
 
     @property
     def model_name(self) -> str:
@@ -113,6 +162,9 @@ class ServingSettings(BaseModel):
             "prediction_log_dir": f"{settings.artifact_root.rstrip('/')}/predictions/{pipeline}",
         }
         values.update({field: env[var] for field, var in ENV_VARS.items() if env.get(var)})
+        token_file = env.get(PREDICT_TOKEN_FILE_ENV)
+        if token_file:
+            values["predict_token"] = _read_token_file(token_file, env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
@@ -122,7 +174,7 @@ class ServingSettings(BaseModel):
                 field = ".".join(str(p) for p in err["loc"]) or "<settings>"
                 var = ENV_VARS.get(field)
                 where = f" (environment variable {var})" if var else ""
-                given = "" if field == "admin_token" else f"; got {err.get('input')!r}"
+                given = "" if field in SECRET_FIELDS else f"; got {err.get('input')!r}"
                 problems.append(f"{field}{where}: {err['msg']}{given}")
             raise ConfigError(
                 f"Invalid model service settings for pipeline {pipeline!r}: " + "; ".join(problems)

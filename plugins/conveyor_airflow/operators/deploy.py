@@ -16,11 +16,14 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def _user(context: Context, fallback: str) -> str:
-    """Who triggered the run (the Airflow user), else ``fallback``."""
+def _user(context: Context) -> str:
+    """Who triggered the run (the Airflow user), else ``airflow:<dag_id>`` (the audit format of
+    :mod:`conveyor.registry.audit`)."""
+    from conveyor.registry.audit import run_actor
+
     dag_run = context.get("dag_run")
     name = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
-    return str(name) if name else fallback
+    return run_actor(context["dag"].dag_id, name)
 
 
 def approval_params() -> dict[str, Param]:
@@ -77,12 +80,16 @@ class ConveyorApprovalOperator(ApprovalOperator):
         registration = self.registration
         if not isinstance(registration, dict):
             registration = context["ti"].xcom_pull(task_ids="register_model")
+        from conveyor.registry.audit import airflow_actor, airflow_user
+
         responder = ret.get("responded_by_user") or {}
-        user = (
-            responder.get("name") or responder.get("id") or "unknown"
+        name = (
+            responder.get("name") or responder.get("id")
             if isinstance(responder, dict)
-            else str(responder)
+            else responder
         )
+        # No responder: the approval timed out, which Airflow itself counts as Reject.
+        user = airflow_user(str(name)) if name else airflow_actor(context["dag"].dag_id)
         approved = ret["chosen_options"][0] == self.APPROVE
         settings = conveyor_settings()
         record_approval(
@@ -179,7 +186,7 @@ class DeployModelOperator(ConveyorOperator):
         push_link(context, ModelServiceLink, f"{service_url}/version")
         mv = client.get_model_version(name, version)
         approval = json.loads(mv.tags.get(f"{TAG_PREFIX}approval") or "null")
-        user = _user(context, f"airflow:{dag_id}")
+        user = _user(context)
         if cfg.deploy.require_approval:
             if not approval or approval.get("decision") != "approved":
                 raise DeployError(
@@ -275,7 +282,7 @@ class RollbackModelOperator(ConveyorOperator):
             name=cfg.model_name,
             version=version or None,
             reason=str(self.reason or "").strip(),
-            user=_user(context, f"airflow:{dag_id}"),
+            user=_user(context),
             artifact_root=self.settings.artifact_root,
             service_url=service_url,
             verify=cfg.deploy.verify,

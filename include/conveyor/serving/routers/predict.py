@@ -6,10 +6,15 @@ import json
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.serving.dependencies import HolderDep, PredictionLogDep, SettingsDep
+from conveyor.serving.dependencies import (
+    HolderDep,
+    PredictionLogDep,
+    SettingsDep,
+    require_predict_token,
+)
 from conveyor.serving.model_holder import LoadedModel
 from conveyor.serving.schema import RequestRejected, parse_records
 from conveyor.serving.settings import ServingSettings
@@ -77,7 +82,9 @@ def _predict(
     return json.dumps(payload, separators=(",", ":")).encode(), entry
 
 
-@router.post("/predict", openapi_extra=_REQUEST_SCHEMA)
+@router.post(
+    "/predict", openapi_extra=_REQUEST_SCHEMA, dependencies=[Depends(require_predict_token)]
+)
 async def predict(
     request: Request, holder: HolderDep, prediction_log: PredictionLogDep, serving: SettingsDep
 ) -> Response:
