@@ -36,15 +36,28 @@ dag = build_pipeline_dag("{name}")
 
 
 def cmd_demo_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Create what is missing of the demo; keep what exists (data versions, models)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from conveyor_runtime.demo import init_demo
 
-    with console.status("Creating the demo data registry and MLflow store..."):
+    # Airflow's `db migrate` runs as a subprocess while the registry is built here
+    with (
+        console.status(
+            "Preparing the demo data registry, MLflow store and embedded Airflow "
+            "(SQLite + LocalExecutor)..."
+        ),
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        airflow = pool.submit(airflow_init, settings)
         shas = init_demo(settings)
-    with console.status("Preparing the embedded Airflow (SQLite + LocalExecutor)..."):
-        airflow_init(settings)
-    console.print(f"[green]Demo ready[/] under {settings.home}")
+        airflow.result()
+    console.print(f"[green]Demo ready[/] under {settings.home}", soft_wrap=True)
+    console.print(f"Data registry {settings.data_registry}", soft_wrap=True, highlight=False)
     for name, sha in shas.items():
-        console.print(f"  data registry {settings.data_registry}: {name} at {sha[:10]}")
+        # one short line per dataset: a long registry path never pushes the hash onto
+        # a line of its own
+        console.print(f"  {name:<14} at {sha[:10]}", highlight=False)
     return 0
 
 
@@ -130,8 +143,47 @@ def _run_monitor(settings: Settings, pipeline: str, *, timeout: float) -> int:
     return 0 if state == "success" else 1
 
 
-def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -> dict:
-    """What a training run produced, read back from MLflow."""
+def print_summary(title: str, summary: dict, keys: tuple[str, ...]) -> None:
+    """A run's summary: a rule with the title, set apart from the task table or log lines
+    above it, then one ``key  value`` line each. Values are never wrapped inside (a commit
+    hash or md5 stays on its line; the terminal soft-wraps a line that is too long)."""
+    console.print()
+    console.rule(f"[bold]{title}[/]", align="left")
+    width = max(len(k) for k in keys)
+    for key in keys:
+        value = summary.get(key)
+        text = json.dumps(value) if isinstance(value, dict) else str(value)
+        console.print(f"{key:<{width}}  {text}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _not_reached(tasks: dict[str, str | None] | None, production: str | None) -> str:
+    """Why a run registered no version, from its tasks' states."""
+    if not tasks:
+        return "rejected or not reached"
+    if tasks.get("resolve_inputs") == "skipped":
+        return (
+            "not reached: the run was skipped because its inputs (data md5, config, code) "
+            f"equal production v{production}'s; --force retrains"
+            if production
+            else "not reached: the run was skipped (see resolve_inputs' log)"
+        )
+    for task, state in tasks.items():
+        if state in ("failed", "upstream_failed"):
+            return f"not reached: {task} {state.replace('_', ' ')}"
+    if tasks.get("gate") in ("failed", "skipped") or tasks.get("register_model") == "skipped":
+        return "rejected (the gate task's log lists the reasons)"
+    return "rejected or not reached"
+
+
+def summarise_run(
+    settings: Settings,
+    pipeline: str,
+    dag_id: str,
+    run_id: str,
+    tasks: dict[str, str | None] | None = None,
+) -> dict:
+    """What a training run produced, read back from MLflow; ``tasks`` (task id -> state)
+    says why nothing was registered when that is the case."""
     from conveyor.registry import tracking
     from conveyor.registry.models import PRODUCTION, find_run_version, version_by_alias
 
@@ -158,10 +210,14 @@ def summarise_run(settings: Settings, pipeline: str, dag_id: str, run_id: str) -
     if version is not None:
         gate = json.loads(version.tags.get("conveyor.gate", "{}"))
         summary["gate"] = "passed" + (" (overridden)" if gate.get("overridden") else "")
-    else:
-        summary["gate"] = "rejected or not reached"
     prod = version_by_alias(client, pipeline, PRODUCTION)
     summary["production_version"] = str(prod.version) if prod else None
+    if version is None:
+        summary["gate"] = _not_reached(tasks, summary["production_version"])
+        if prod is not None and not runs and (tasks or {}).get("resolve_inputs") == "skipped":
+            # a skipped run trained nothing: show the data production was trained on
+            summary["data_md5"] = prod.tags.get("conveyor.data_md5")
+            summary["data_git_sha"] = prod.tags.get("conveyor.data_git_sha")
     return summary
 
 
@@ -265,21 +321,23 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
         err_console.print(proc.stdout[-4000:], markup=False)
         err_console.print("[red]The training run did not start; see the output above.[/]")
         return 1
-    summary = summarise_run(settings, args.pipeline, result["dag_id"], result["run_id"])
-    table = Table(title=f"{result['dag_id']} — {result['state']}", show_header=False)
-    for key in (
-        "run_id",
-        "data_git_sha",
-        "data_md5",
-        "metrics",
-        "gate",
-        "registered_version",
-        "production_version",
-        "mlflow_run_id",
-    ):
-        value = summary.get(key)
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
-    console.print(table)
+    summary = summarise_run(
+        settings, args.pipeline, result["dag_id"], result["run_id"], result.get("tasks")
+    )
+    print_summary(
+        f"{result['dag_id']} — {result['state']}",
+        summary,
+        (
+            "run_id",
+            "data_git_sha",
+            "data_md5",
+            "metrics",
+            "gate",
+            "registered_version",
+            "production_version",
+            "mlflow_run_id",
+        ),
+    )
     console.print(
         f"MLflow UI: [bold]MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} uv run mlflow ui[/]"
     )
@@ -473,12 +531,12 @@ def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
                 dag_id, run_id, timeout=args.run_timeout, on_progress=display.update
             )
     run_state = str(result.state)
-    summary = summarise_run(settings, args.pipeline, dag_id, run_id)
-    table = Table(title=f"{dag_id} — {run_state}", show_header=False)
-    for key in ("data_md5", "metrics", "gate", "registered_version", "production_version"):
-        value = summary.get(key)
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
-    console.print(table)
+    summary = summarise_run(settings, args.pipeline, dag_id, run_id, result.states)
+    print_summary(
+        f"{dag_id} — {run_state}",
+        summary,
+        ("data_md5", "metrics", "gate", "registered_version", "production_version"),
+    )
     if summary.get("production_version"):
         with console.status("Starting the model service..."):
             background.start(settings, model_service, env, timeout=120)

@@ -18,22 +18,33 @@ def init_data_registry(
     registry: Path, remote: Path, names: list[str] | None = None
 ) -> dict[str, str]:
     """Create (or reuse) a DVC registry at ``registry`` with a local remote and publish
-    the demo datasets; returns {dataset: commit sha}."""
-    from conveyor.data.registry import init_registry, publish_file
+    the demo datasets it does not track yet; returns {dataset: commit sha}.
+
+    Idempotent: a dataset the registry already tracks is left at its newest version (one
+    ``conveyor demo new-data`` pushed, say), never reset to the original rows.
+    """
+    from conveyor.data.registry import init_registry, is_tracked, publish_file
 
     init_registry(registry, str(remote))
     shas: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="conveyor-demo-") as tmp:
         for name in names or list(DATASETS):
             csv = Path(tmp) / f"{name}.csv"
-            dataset_frame(name).to_csv(csv, index=False)
-            shas[name] = publish_file(registry, DATASETS[name], csv, message=f"Add {name} dataset")
-            log.info("Published %s at %s", DATASETS[name], shas[name][:10])
+            if not is_tracked(registry, DATASETS[name]):
+                dataset_frame(name).to_csv(csv, index=False)
+            shas[name] = publish_file(
+                registry, DATASETS[name], csv, message=f"Add {name} dataset", if_absent=True
+            )
+            log.info("%s at %s", DATASETS[name], shas[name][:10])
     return shas
 
 
 def init_demo(settings: Settings) -> dict[str, str]:
-    """Create the demo's data registry and MLflow store under ``settings.home``."""
+    """Create the demo's data registry and MLflow store under ``settings.home``.
+
+    Safe to run again (``make demo`` twice): existing data versions, experiments,
+    registered models and their aliases (``production``) are kept as they are.
+    """
     from conveyor.registry import tracking
 
     settings.home.mkdir(parents=True, exist_ok=True)

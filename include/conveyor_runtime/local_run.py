@@ -1,6 +1,7 @@
 """Run one pipeline's training DAG in-process with ``dag.test()`` (used by `conveyor demo run`).
 
-Prints one machine-readable line ``CONVEYOR_RESULT {json}`` with the run id and state,
+Prints one machine-readable line ``CONVEYOR_RESULT {json}`` with the run id, its state and
+its tasks' states,
 so the Airflow-free CLI can summarise the run from MLflow afterwards.
 """
 
@@ -24,9 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     dag = build_pipeline_dag(args.pipeline)
     dag_run = dag.test(run_conf=json.loads(args.conf))
     state = str(getattr(dag_run.state, "value", dag_run.state))
+    tasks = {
+        ti.task_id: str(getattr(ti.state, "value", ti.state)) if ti.state else None
+        for ti in dag_run.get_task_instances()
+    }
     print(
         "CONVEYOR_RESULT "
-        + json.dumps({"dag_id": dag.dag_id, "run_id": dag_run.run_id, "state": state})
+        + json.dumps(
+            {"dag_id": dag.dag_id, "run_id": dag_run.run_id, "state": state, "tasks": tasks}
+        )
     )
     return 0 if state == "success" else 1
 

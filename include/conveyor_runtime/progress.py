@@ -29,9 +29,9 @@ def render_progress(progress: RunProgress | Mapping[str, str | None]):
     from rich.table import Table
 
     if isinstance(progress, RunProgress):
-        title = (
-            f"{progress.dag_id} · {progress.run_id} · {progress.state} · {progress.elapsed:.0f} s"
-        )
+        # no run id: it is printed once above the table, and a long one (manual__2026-...)
+        # wrapped the title at 80 columns
+        title = f"{progress.dag_id} · {progress.state} · {progress.elapsed:.0f} s"
         tasks = progress.tasks
     else:
         title = None

@@ -52,7 +52,7 @@ from conveyor.errors import ConveyorError
 from conveyor.settings import Settings
 from conveyor_runtime.airflow_api import AirflowClient, AirflowTimeout
 from conveyor_runtime.airflow_env import airflow_env
-from conveyor_runtime.bootstrap import airflow_init
+from conveyor_runtime.bootstrap import airflow_init, sync_airflow_cfg
 from conveyor_runtime.processes import (
     DEFAULT_HOST,
     free_port,
@@ -288,6 +288,8 @@ class AirflowSupervisor:
             Path(conn.removeprefix("sqlite:///")).exists()
             and (self.airflow_home / "airflow.cfg").exists()
         ):
+            # `airflow ...` commands with this AIRFLOW_HOME see what the components see
+            sync_airflow_cfg(self.settings, self.base_env())
             return False
         log.info("Initialising Airflow under %s (db migrate, pool)", self.airflow_home)
         airflow_init(self.settings)

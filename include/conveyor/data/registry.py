@@ -181,7 +181,23 @@ def _copy_atomic(source: Path, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def publish_file(registry: str | Path, rel_path: str, source: str | Path, *, message: str) -> str:
+def is_tracked(registry: str | Path, rel_path: str) -> bool:
+    """Whether ``rel_path`` has a committed ``.dvc`` pointer at the registry's ``HEAD``."""
+    root = Path(registry).expanduser().resolve()
+    rel = _normalise_path(str(root), rel_path)
+    if not _is_git_top(root) or not _has_commits(root):
+        return False
+    return _git("cat-file", "-e", f"HEAD:{rel}.dvc", cwd=root, check=False).returncode == 0
+
+
+def publish_file(
+    registry: str | Path,
+    rel_path: str,
+    source: str | Path,
+    *,
+    message: str,
+    if_absent: bool = False,
+) -> str:
     """Publish ``source`` as ``rel_path`` in the data registry; return the commit sha.
 
     Order matters: ``dvc add``, then ``dvc push``, then ``git commit``. Pushing before
@@ -201,6 +217,11 @@ def publish_file(registry: str | Path, rel_path: str, source: str | Path, *, mes
         File to publish.
     message
         Git commit message.
+    if_absent
+        Publish only when the registry does not track ``rel_path`` yet; otherwise leave
+        it as it is (whatever version is newest) and return ``HEAD``. Setup steps that
+        may run again (``conveyor demo init``) use this, so they never put an old
+        version back on top of newer data.
 
     Raises
     ------
@@ -220,6 +241,12 @@ def publish_file(registry: str | Path, rel_path: str, source: str | Path, *, mes
             f"{root} is not a DVC data registry: create it with "
             f"conveyor.data.registry.init_registry({str(root)!r}, <remote>)"
         )
+    if if_absent and is_tracked(root, rel):
+        sha = _run_git("rev-parse", "HEAD", cwd=root).strip()
+        logger.info(
+            "Data registry %s already tracks %s (HEAD %s): left as it is", root, rel, sha[:12]
+        )
+        return sha
     if not source.is_file():
         raise DataError(f"cannot publish {source} to data registry {root}: no such file")
 
