@@ -42,6 +42,9 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        # MLflow draws a tqdm bar on stderr while it downloads artifacts; Airflow logs a
+        # task's stderr at ERROR, so a successful deploy_model/rollback_model showed errors.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "CONVEYOR_ARTIFACT_ROOT": settings.artifact_root,
         "CONVEYOR_DATA_REGISTRY": settings.data_registry,
         "CONVEYOR_PIPELINES_DIR": str(settings.pipelines_dir),

@@ -372,7 +372,24 @@ def cmd_new_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _metrics_text(tags: dict[str, str], first: str | None, limit: int = 2) -> str:
+    """A version's metrics, short: the primary one first, three decimals, at most ``limit``."""
+    try:
+        metrics = json.loads(tags.get("conveyor.metrics") or "{}")
+    except ValueError:
+        return tags.get("conveyor.metrics", "")
+    names = sorted(metrics, key=lambda k: k != first)  # stable: stored order otherwise
+    shown = [
+        f"{k} {metrics[k]:.3f}" if isinstance(metrics[k], int | float) else f"{k} {metrics[k]}"
+        for k in names[:limit]
+    ]
+    return ", ".join(shown) + (f" +{len(names) - limit}" if len(names) > limit else "")
+
+
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
+    """One line per version, readable at 80 columns: `models lineage NAME V` has the rest."""
+    from datetime import datetime
+
     from conveyor.registry import tracking
 
     client = tracking.configure(settings)
@@ -381,19 +398,40 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     for model in client.search_registered_models(f"name = '{args.pipeline}'"):
         for alias, version in (model.aliases or {}).items():
             aliases.setdefault(str(version), []).append(alias)
-    table = Table(title=f"Model versions of {args.pipeline}")
-    for column in ("version", "aliases", "complete", "data md5", "metrics", "dag run"):
-        table.add_column(column)
+    primary = None
+    try:
+        from conveyor.config import load_pipeline_config, pipeline_path
+
+        primary = load_pipeline_config(
+            pipeline_path(args.pipeline, settings.pipelines_dir)
+        ).metrics.primary
+    except ConveyorError:
+        pass
+    table = Table(title=f"Model versions of {args.pipeline}", title_justify="left", box=None)
+    # fixed columns keep their width; only the metrics column gives way (ellipsis)
+    table.add_column("v", justify="right", no_wrap=True, min_width=2)
+    table.add_column("aliases", no_wrap=True, min_width=20)
+    table.add_column("created", no_wrap=True, min_width=11)
+    table.add_column("data md5", no_wrap=True, min_width=8)
+    table.add_column("metrics", no_wrap=True, overflow="ellipsis", ratio=1)
     for mv in sorted(versions, key=lambda v: int(v.version)):
+        names = sorted(aliases.get(str(mv.version), []), key=lambda a: a != "production")
+        if mv.tags.get("conveyor.complete") != "true":
+            names.append("(incomplete)")
+        created = datetime.fromtimestamp(mv.creation_timestamp / 1000).strftime("%m-%d %H:%M")
         table.add_row(
             str(mv.version),
-            ",".join(aliases.get(str(mv.version), [])),
-            mv.tags.get("conveyor.complete", "no"),
-            mv.tags.get("conveyor.data_md5", "")[:12],
-            mv.tags.get("conveyor.metrics", ""),
-            mv.tags.get("conveyor.run_id", ""),
+            ",".join(names),
+            created,
+            mv.tags.get("conveyor.data_md5", "")[:8],
+            _metrics_text(mv.tags, primary),
         )
     console.print(table)
+    console.print(
+        f"Lineage of a version: conveyor models lineage {args.pipeline} VERSION",
+        style="dim",
+        highlight=False,
+    )
     return 0
 
 

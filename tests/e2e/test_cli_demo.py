@@ -62,3 +62,47 @@ def test_demo_run_shows_every_broken_expectation_without_verbose(
     # the error line carries the reason; no traceback frames, no duplicate of the list
     assert "error   Task failed with exception: AirflowFailException: ValidationFailed" in out
     assert "Traceback" not in out and 'File "' not in out
+
+
+def test_models_list_is_readable_at_80_columns(settings):
+    """Issue 16: `conveyor models list` was unreadable at 80 columns (the metrics JSON and
+    the run id squeezed every column into a few characters a line)."""
+    import json
+
+    from conveyor.registry import tracking
+
+    client = tracking.configure(settings)
+    name = "listing_demo"
+    client.create_registered_model(name)
+    metrics = {
+        "roc_auc": 0.99612,
+        "accuracy": 0.97203,
+        "f1": 0.97765,
+        "precision": 0.96703,
+        "recall": 0.98876,
+        "log_loss": 0.08123,
+    }
+    for i in range(1, 4):
+        client.create_model_version(
+            name,
+            source=f"file:///models/{i}",
+            tags={
+                "conveyor.complete": "true" if i < 3 else "false",
+                "conveyor.data_md5": f"{i}f7e1a0c2b9d4e6f8a1b3c5d7e9f0a2b{i}",
+                "conveyor.metrics": json.dumps(metrics),
+                "conveyor.run_id": f"manual__2026-11-30T06:4{i}:02.523708+00:00",
+            },
+        )
+    client.set_registered_model_alias(name, "production", "2")
+    client.set_registered_model_alias(name, "candidate", "2")
+
+    done = conveyor("models", "list", name, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), "\n".join(lines)
+    rows = {line.split()[0]: line for line in lines if line.strip()[:1].isdigit()}
+    assert set(rows) == {"1", "2", "3"}, done.stdout
+    # each version's facts on its one line, unbroken
+    assert "production,candidate" in rows["2"]
+    assert "1f7e1a0c" in rows["1"] and "roc_auc 0.996" in rows["1"]
+    assert "(incomplete)" in rows["3"]
