@@ -59,6 +59,7 @@ def bench_env(prefix: str, *, keep: bool = False) -> Path:
     home = Path(tempfile.mkdtemp(prefix=f"conveyor-bench-{prefix}-"))
     os.environ.update(
         {
+            "CONVEYOR_PROJECT_DIR": str(REPO),
             "CONVEYOR_HOME": str(home),
             "CONVEYOR_DATA_REGISTRY": str(home / "data-registry"),
             "CONVEYOR_ARTIFACT_ROOT": str(home / "artifacts"),

@@ -42,6 +42,7 @@ def check_worker(pipeline: str) -> None:
     launched = float(os.environ.get("BENCH_LAUNCHED_AT", time.time()))
     from conveyor.config import load_pipeline_config, pipeline_path
     from conveyor.registry.caching import check_inputs
+    from conveyor.registry.lineage import code_identity
     from conveyor.settings import Settings
 
     settings = Settings.from_env()
@@ -52,6 +53,7 @@ def check_worker(pipeline: str) -> None:
         rev=cfg.data.rev,
         rev_source="branch",
         tracking_uri=settings.mlflow_tracking_uri,
+        code_rev=code_identity(settings.project_dir),
     )
     c.emit({"skip": result.skip, "reason": result.reason, "wall_s": time.time() - launched})
 

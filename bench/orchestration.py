@@ -226,6 +226,7 @@ def plain_worker(pipeline: str) -> None:
         rev=cfg.data.rev,
         rev_source="branch",
         tracking_uri=settings.mlflow_tracking_uri,
+        code_rev=code_identity(c.REPO),
     )
     lap("resolve")
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-plain-"))

@@ -129,12 +129,18 @@ class MetricsSpec(_Strict):
 class DeploySpec(_Strict):
     """Model service settings (used by the deployment step)."""
 
-    service_url: str = "http://127.0.0.1:8000"
+    service_url: str | None = Field(
+        default=None,
+        description="Model service to verify deployments against. Default none: the "
+        "deploy step uses its model-service connection (conveyor_model_service_default) "
+        "when one exists, else moves production without a live check and says so.",
+    )
     require_approval: bool = False
     verify: Literal["auto", "always", "never"] = Field(
         default="auto",
-        description="Check the running service after moving production: 'auto' checks "
-        "when a service answers at service_url, 'always' requires one, 'never' skips it.",
+        description="Check the running service after moving production: 'auto' verifies "
+        "when a service is configured (an unreachable one fails the deploy), 'always' also "
+        "requires one to be configured, 'never' skips the check.",
     )
     verify_timeout_seconds: float = Field(
         default=60.0, gt=0, description="How long the service may take to serve a new version."
@@ -178,7 +184,8 @@ class MonitorSpec(_Strict):
         default=0.01,
         gt=0,
         lt=1,
-        description="KS / chi-square p-value below which a feature drifts.",
+        description="KS / chi-square p-value a large change must also fall below (guards small "
+        "windows against noise; never flags a feature on its own).",
     )
     drift_share: float = Field(
         default=0.3, gt=0, le=1, description="Share of drifted features that means dataset drift."
@@ -298,20 +305,28 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"Pipeline config {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"Pipeline config {path} must be a mapping of keys, got {type(raw).__name__}"
-        )
-    try:
-        config = PipelineConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc)) from None
+    config = config_from_mapping(raw, source=path)
     if config.name != path.stem:
         raise ConfigError(
             f"Pipeline config {path}: 'name' is {config.name!r} but the file is "
             f"{path.name}; the name and the file stem must match"
         )
     return config
+
+
+def config_from_mapping(raw: Any, *, source: str | Path) -> PipelineConfig:
+    """Validate a pipeline config given as a mapping (a parsed YAML, or a dict written in a
+    DAG file for an operator used without a YAML). ``source`` names it in errors."""
+    if isinstance(raw, PipelineConfig):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"Pipeline config {source} must be a mapping of keys, got {type(raw).__name__}"
+        )
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(Path(str(source)), exc)) from None
 
 
 def pipeline_path(name: str, pipelines_dir: str | Path) -> Path:

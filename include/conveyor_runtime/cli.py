@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -82,7 +83,14 @@ def cmd_demo_traffic(args: argparse.Namespace, settings: Settings) -> int:
     from conveyor_runtime.traffic import send_traffic
 
     config = load_pipeline_config(pipeline_path(args.pipeline, settings.pipelines_dir))
-    url = args.url or config.deploy.service_url
+    from conveyor_runtime.services import demo_service_url
+
+    url = (
+        args.url
+        or config.deploy.service_url
+        or demo_service_url(settings)
+        or f"http://127.0.0.1:{SERVICE_PORT}"
+    )
     label = "drifted" if args.drift else "normal"
     with Progress(console=console) as progress:
         bar = progress.add_task(f"{label} requests to {url}", total=args.rows)
@@ -288,6 +296,10 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
     env = airflow_env(settings)
     if not Path(env["AIRFLOW_HOME"], "airflow.db").exists():
         airflow_init(settings)
+    # No servers here: deployments move production without a live check, and say so
+    # (a model-service connection `demo up` left in the DB must not be verified against).
+    env["AIRFLOW__CONVEYOR__MODEL_SERVICE_CONN_ID"] = "none"
+    console.print("No model service in `demo run`: deploy_model moves production unverified.")
     conf = {"force": args.force}
     if args.data_rev:
         conf["data_rev"] = args.data_rev
@@ -557,8 +569,13 @@ def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
     mlflow_ui, model_service = _services(settings, args.pipeline)
     with console.status("Starting the MLflow UI..."):
         background.start(settings, mlflow_ui, env, timeout=120)
+    # The service runs before the first training run (503 until a model exists), so every
+    # deployment is verified against it; Airflow finds it through a connection.
+    with console.status("Starting the model service..."):
+        background.start(settings, model_service, env, timeout=120)
     dag_id = f"train_{args.pipeline}"
     with supervisor.client() as client:
+        demo_connections(client, settings, token=env["CONVEYOR_ADMIN_TOKEN"])
         with console.status(f"Waiting for Airflow to parse {dag_id}..."):
             client.wait_for_dag(dag_id, timeout=180)
         client.unpause(dag_id)
@@ -575,9 +592,6 @@ def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
         summary,
         ("data_md5", "metrics", "gate", "registered_version", "production_version"),
     )
-    if summary.get("production_version"):
-        with console.status("Starting the model service..."):
-            background.start(settings, model_service, env, timeout=120)
     console.rule("Conveyor is running")
     console.print(f"Airflow UI      {state['url']}   login [bold]admin[/] / [bold]admin[/]")
     console.print(f"Pipelines view  {state['url']}/conveyor/")
@@ -592,6 +606,34 @@ def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
     console.print("New data:  make new-data   (the asset watcher starts a retraining run)")
     console.print("Stop all:  make stop")
     return 0 if run_state == "success" else 1
+
+
+def demo_connections(client: Any, settings: Settings, *, token: str) -> list[str]:
+    """Create (or replace) the demo's connections in Airflow's metadata DB from the ports it
+    runs on, so `CONVEYOR_SERVE_PORT` and friends move every client (and `airflow
+    connections list` shows them)."""
+    wanted = [
+        {
+            "connection_id": "conveyor_model_service_default",
+            "conn_type": "conveyor_model_service",
+            "host": "127.0.0.1",
+            "port": SERVICE_PORT,
+            "schema": "http",
+            "password": token,
+            "description": "Conveyor demo model service (created by `conveyor demo up`)",
+        },
+        {
+            "connection_id": "conveyor_mlflow_default",
+            "conn_type": "conveyor_mlflow",
+            "extra": json.dumps({"tracking_uri": settings.mlflow_tracking_uri}),
+            "description": "Conveyor demo MLflow store (created by `conveyor demo up`)",
+        },
+    ]
+    for body in wanted:
+        conn_id = body["connection_id"]
+        client.request("DELETE", f"/api/v2/connections/{conn_id}", ok=(204, 404))
+        client.request("POST", "/api/v2/connections", json=body, ok=(201,))
+    return [c["connection_id"] for c in wanted]
 
 
 def _example_record(settings: Settings, pipeline: str) -> dict:
@@ -651,7 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--dataset", default=None, help="demo dataset (default: the pipeline)")
     traffic.add_argument("--rows", type=int, default=500)
     traffic.add_argument("--drift", action="store_true", help="shift ten features by +60 %%")
-    traffic.add_argument("--url", default=None, help="service URL (default: deploy.service_url)")
+    traffic.add_argument(
+        "--url",
+        default=None,
+        help="service URL (default: deploy.service_url, else the demo's service, CONVEYOR_SERVE_PORT)",
+    )
     traffic.add_argument("--seed", type=int, default=0)
     traffic.add_argument("--no-monitor", action="store_true", help="only send the requests")
     traffic.add_argument("--timeout", type=float, default=600)

@@ -86,6 +86,7 @@ def _switch(args: argparse.Namespace, settings: Settings, action: str) -> int:
     from conveyor.deploy.rollout import example_rows, rollback, switch_production
     from conveyor.registry import tracking
     from conveyor.registry.audit import cli_actor
+    from conveyor_runtime.services import demo_service_url
 
     cfg = _config(settings, args.pipeline)
     client = tracking.configure(settings)
@@ -94,7 +95,9 @@ def _switch(args: argparse.Namespace, settings: Settings, action: str) -> int:
         "reason": args.reason,
         "user": cli_actor(),
         "artifact_root": settings.artifact_root,
-        "service_url": args.service_url or cfg.deploy.service_url,
+        # an explicit URL, else the pipeline's, else the demo's running service; none: the
+        # move is recorded as not verified ("no model service configured")
+        "service_url": args.service_url or cfg.deploy.service_url or demo_service_url(settings),
         "verify": args.verify or cfg.deploy.verify,
         "timeout": cfg.deploy.verify_timeout_seconds,
     }

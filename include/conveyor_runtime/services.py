@@ -134,3 +134,9 @@ def stop(settings: Settings, name: str, *, timeout: float = 10) -> bool:
                 os.kill(pid, signal.SIGKILL)
     path.unlink(missing_ok=True)
     return True
+
+
+def demo_service_url(settings: Settings) -> str | None:
+    """URL of the model service the demo runs (``conveyor demo up``), if it is running."""
+    state = running(settings, "model-service")
+    return str(state["url"]) if state else None

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset, AssetWatcher, Param
+from airflow.sdk import DAG, Asset, AssetWatcher, BaseOperator, Param, TaskGroup
 
 from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
 from conveyor.errors import ConfigError
@@ -167,17 +167,105 @@ def _doc(config: PipelineConfig, source: Path) -> str:
     )
 
 
-def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DAG:
-    """The training DAG of pipeline ``name``.
-
-    resolve inputs (pin data rev, skip unchanged) → pull → validate → train → evaluate →
-    gate → register. Scheduled by new data (asset watcher) and optionally by a cron.
-    """
+def _load(name: str, pipelines_dir: str | Path | None) -> tuple[PipelineConfig, Path, Settings]:
     settings = conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     source = pipeline_path(name, directory)
-    config = load_pipeline_config(source)
-    default_args = step_defaults()
+    return load_pipeline_config(source), source, settings
+
+
+def add_training_tasks(
+    config: PipelineConfig, *, pipelines_dir: str | Path | None = None
+) -> dict[str, BaseOperator]:
+    """The training pipeline's tasks, added to the DAG or task group being defined.
+
+    resolve inputs (pin data rev, skip unchanged) → pull → validate → train → evaluate →
+    gate → register → (approval) → deploy. Returns them by task name.
+    """
+    common: dict[str, Any] = {"pipeline": config.name}
+    if pipelines_dir:  # operators read the YAML at run time from the same folder
+        common["pipelines_dir"] = str(pipelines_dir)
+    inputs = ResolveInputsOperator(
+        task_id="resolve_inputs",
+        data_rev="{{ params.data_rev or '' }}",
+        force="{{ params.force }}",
+        execution_timeout=timedelta(minutes=5),
+        **common,
+    )
+    pull = DvcPullOperator(task_id="pull_data", inputs=inputs.output, **common)
+    validate = DataValidationOperator(
+        task_id="validate_data", data=pull.output, retries=0, **common
+    )
+    train = TrainModelOperator(
+        task_id="train_model",
+        data=pull.output,
+        validation=validate.output,
+        pool=TRAINING_POOL,
+        execution_timeout=timedelta(hours=2),
+        **common,
+    )
+    evaluate = EvaluateModelOperator(
+        task_id="evaluate_model", validation=validate.output, training=train.output, **common
+    )
+    gate = ModelGateOperator(
+        task_id="gate",
+        evaluation=evaluate.output,
+        override="{{ params.gate_override }}",
+        override_reason="{{ params.override_reason or '' }}",
+        retries=0,
+        **common,
+    )
+    register = RegisterModelOperator(
+        task_id="register_model",
+        data=pull.output,
+        validation=validate.output,
+        training=train.output,
+        evaluation=evaluate.output,
+        gate=gate.output,
+        promote=False,  # only a verified deployment moves production
+        **common,
+    )
+    deploy = DeployModelOperator(
+        task_id="deploy_model",
+        registration=register.output,
+        validation=validate.output,
+        execution_timeout=timedelta(minutes=20),
+        **common,
+    )
+    tasks: dict[str, BaseOperator] = {
+        "resolve_inputs": inputs,
+        "pull_data": pull,
+        "validate_data": validate,
+        "train_model": train,
+        "evaluate_model": evaluate,
+        "gate": gate,
+        "register_model": register,
+        "deploy_model": deploy,
+    }
+    if config.deploy.require_approval:
+        register_id = register.task_id  # prefixed inside a task group
+        approve = ConveyorApprovalOperator(
+            task_id="approve_deployment",
+            pipeline=config.name,
+            registration=register.output,
+            params=approval_params(),
+            subject=f"Deploy {config.name} "
+            f"v{{{{ ti.xcom_pull(task_ids='{register_id}')['version'] }}}} to production?",
+            body=_approval_body(config, register_id),
+            defaults="Reject",  # no answer within the response timeout = rejected
+            response_timeout=timedelta(days=APPROVAL_TIMEOUT_DAYS),
+            execution_timeout=None,
+            retries=0,
+        )
+        register >> approve >> deploy
+        tasks["approve_deployment"] = approve
+    return tasks
+
+
+def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DAG:
+    """The training DAG of pipeline ``name``, scheduled by new data (asset watcher) and
+    optionally by a cron (see :func:`add_training_tasks` for its tasks)."""
+    config, source, settings = _load(name, pipelines_dir)
     with DAG(
         dag_id=training_dag_id(config.name),
         description=config.description or f"Train {config.name}",
@@ -185,89 +273,49 @@ def build_pipeline_dag(name: str, *, pipelines_dir: str | Path | None = None) ->
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
-        default_args=default_args,
+        default_args=step_defaults(),
         params=pipeline_params(),
         tags=["conveyor", config.task, *config.tags],
         doc_md=_doc(config, source),
     ) as dag:
-        common: dict[str, Any] = {"pipeline": config.name}
-        if pipelines_dir:  # operators read the YAML at run time from the same folder
-            common["pipelines_dir"] = str(directory)
-        inputs = ResolveInputsOperator(
-            task_id="resolve_inputs",
-            data_rev="{{ params.data_rev or '' }}",
-            force="{{ params.force }}",
-            execution_timeout=timedelta(minutes=5),
-            **common,
-        )
-        pull = DvcPullOperator(task_id="pull_data", inputs=inputs.output, **common)
-        validate = DataValidationOperator(
-            task_id="validate_data", data=pull.output, retries=0, **common
-        )
-        train = TrainModelOperator(
-            task_id="train_model",
-            data=pull.output,
-            validation=validate.output,
-            pool=TRAINING_POOL,
-            execution_timeout=timedelta(hours=2),
-            **common,
-        )
-        evaluate = EvaluateModelOperator(
-            task_id="evaluate_model", validation=validate.output, training=train.output, **common
-        )
-        gate = ModelGateOperator(
-            task_id="gate",
-            evaluation=evaluate.output,
-            override="{{ params.gate_override }}",
-            override_reason="{{ params.override_reason or '' }}",
-            retries=0,
-            **common,
-        )
-        register = RegisterModelOperator(
-            task_id="register_model",
-            data=pull.output,
-            validation=validate.output,
-            training=train.output,
-            evaluation=evaluate.output,
-            gate=gate.output,
-            promote=False,  # only a verified deployment moves production
-            **common,
-        )
-        deploy = DeployModelOperator(
-            task_id="deploy_model",
-            registration=register.output,
-            validation=validate.output,
-            execution_timeout=timedelta(minutes=20),
-            **common,
-        )
-        if config.deploy.require_approval:
-            approve = ConveyorApprovalOperator(
-                task_id="approve_deployment",
-                pipeline=config.name,
-                registration=register.output,
-                params=approval_params(),
-                subject=f"Deploy {config.name} "
-                "v{{ ti.xcom_pull(task_ids='register_model')['version'] }} to production?",
-                body=_approval_body(config),
-                defaults="Reject",  # no answer within the response timeout = rejected
-                response_timeout=timedelta(days=APPROVAL_TIMEOUT_DAYS),
-                execution_timeout=None,
-                retries=0,
-            )
-            register >> approve >> deploy
+        add_training_tasks(config, pipelines_dir=pipelines_dir)
     return dag
+
+
+def build_pipeline_task_group(
+    name: str, *, group_id: str | None = None, pipelines_dir: str | Path | None = None
+) -> TaskGroup:
+    """The training pipeline as a task group inside a DAG you write (like Cosmos's
+    ``DbtTaskGroup``): put it after your own ETL tasks.
+
+        with DAG("nightly", schedule="@daily", ...):
+            extract = BashOperator(task_id="extract", bash_command="...")
+            extract >> build_pipeline_task_group("churn")
+
+    The group has the same tasks as ``train_<name>``. Your DAG supplies the schedule; its
+    optional params ``data_rev``, ``force``, ``gate_override``, ``override_reason`` are read
+    if you declare them (:func:`pipeline_params`).
+    """
+    config, _, _ = _load(name, pipelines_dir)
+    with TaskGroup(
+        group_id=group_id or f"conveyor_{config.name}",
+        tooltip=config.description or f"Train {config.name}",
+        default_args=step_defaults(),
+    ) as group:
+        add_training_tasks(config, pipelines_dir=pipelines_dir)
+    return group
 
 
 #: Days a deployment waits for an approval before it counts as rejected.
 APPROVAL_TIMEOUT_DAYS = env_number("CONVEYOR_APPROVAL_TIMEOUT_DAYS", 3)
 
 
-def _approval_body(config: PipelineConfig) -> str:
+def _approval_body(config: PipelineConfig, register_id: str = "register_model") -> str:
     return (
         f"The candidate of **{config.name}** passed the gate on `{config.metrics.primary}`.\n\n"
-        "Metrics: `{{ ti.xcom_pull(task_ids='register_model')['metrics'] }}`\n\n"
+        f"Metrics: `{{{{ ti.xcom_pull(task_ids='{register_id}')['metrics'] }}}}`\n\n"
         "Approve to run the contract check and smoke test and move `production` to it "
-        f"(service {config.deploy.service_url}); Reject leaves production unchanged."
+        "and verify the model service; Reject leaves production unchanged."
     )
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from serving_helpers import (
     breast_cancer_config,
@@ -200,32 +205,126 @@ def test_smoke_test_stops_a_model_that_crashes_on_predict(crashing, monkeypatch)
 
 
 def test_deploy_without_a_service(models, settings, caplog, monkeypatch):
+    """A configured service must answer ('auto' and 'always'); with none configured the
+    alias moves without a live check and says so; nothing silently passes."""
     # the suite sets the ops override to 'never'; this test is about the modes themselves
     monkeypatch.delenv("CONVEYOR_DEPLOY_VERIFY", raising=False)
     client, config, v1, v2, _ = models
-    url = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     common = {
         "name": config.name,
         "reason": "unit test",
         "user": "pytest",
         "artifact_root": settings.artifact_root,
-        "service_url": url,
         "timeout": 5,
     }
-    with pytest.raises(DeployError, match="no model service answers"):
-        deploy(client, version=v2, verify="always", **common)
+    for mode in ("always", "auto"):
+        with pytest.raises(DeployError, match=f"No model service answers at {dead}"):
+            deploy(client, version=v2, verify=mode, service_url=dead, **common)
+        assert str(version_by_alias(client, config.name, PRODUCTION).version) == v1
+    refused = audit.list_events(settings.artifact_root, config.name)
+    assert [(e.action, e.from_version, e.to_version) for e in refused] == [("rejected", v1, v2)] * 2
+    assert dead in refused[0].reason
+    with pytest.raises(DeployError, match="no model service is configured"):
+        deploy(client, version=v2, verify="always", service_url=None, **common)
     assert str(version_by_alias(client, config.name, PRODUCTION).version) == v1
     with caplog.at_level("WARNING"):
-        result = deploy(client, version=v2, verify="auto", dag_id="d", run_id="r1", **common)
+        result = deploy(
+            client, version=v2, verify="auto", service_url=None, dag_id="d", run_id="r1", **common
+        )
     assert result.moved and not result.verified
-    assert "NOT VERIFIED" in caplog.text
+    assert "no model service configured" in caplog.text
     assert str(version_by_alias(client, config.name, PRODUCTION).version) == v2
-    [event] = audit.list_events(settings.artifact_root, config.name)
-    assert (event.action, event.from_version, event.to_version) == ("promote", v1, v2)
+    [event] = [
+        e for e in audit.list_events(settings.artifact_root, config.name) if e.action == "promote"
+    ]
+    assert (event.from_version, event.to_version) == (v1, v2)
     assert event.details["live_check"] is False
-    assert "NOT VERIFIED" in event.details["verification"]
+    assert "no model service configured" in event.details["verification"]
     assert client.get_model_version(config.name, v2).tags[audit.LAST_EVENT_TAG] == event.id
     # a retry of the same task records nothing new and keeps the original 'from'
-    again = deploy(client, version=v2, verify="auto", dag_id="d", run_id="r1", **common)
+    again = deploy(
+        client, version=v2, verify="auto", service_url=None, dag_id="d", run_id="r1", **common
+    )
     assert again.previous_version == v1 and not again.moved
-    assert len(audit.list_events(settings.artifact_root, config.name)) == 1
+    assert len(audit.list_events(settings.artifact_root, config.name)) == 3
+
+
+# --------------------------------------------------------------------------- killed tasks
+
+
+def _smoke_children() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if "conveyor.deploy.rollout smoke" in cmdline:
+            found.append(proc)
+    return found
+
+
+def _wait_for(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_killed_deploy_task_stops_its_smoke_test(crashing, monkeypatch):
+    """Airflow calls on_kill when it kills a task: the smoke-test process must not outlive it."""
+    from conveyor_airflow.operators.deploy import DeployModelOperator
+
+    config, version, test, module = crashing
+    rows = sample_rows(test, config.feature_columns, n=5)
+    monkeypatch.setenv(module.SLOW_ENV, "120")
+    errors: list[BaseException] = []
+
+    def deploy_step():
+        try:
+            smoke_test(f"models:/{config.name}/{version}", rows, timeout=200)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=deploy_step)
+    worker.start()
+    [child] = _wait_for(lambda: [c for c in _smoke_children() if c.ppid() == os.getpid()])
+    task = DeployModelOperator(
+        task_id="deploy_model", pipeline_config=config.model_dump(mode="json"), registration={}
+    )
+    task.on_kill()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert errors and isinstance(errors[0], DeployError) and "was stopped" in str(errors[0])
+
+
+def test_sigkilled_task_process_leaves_no_smoke_test_behind(crashing, tmp_path):
+    """Even SIGKILL (no on_kill) takes the child along: it dies with its parent."""
+    config, version, test, module = crashing
+    rows = sample_rows(test, config.feature_columns, n=5)
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    script = tmp_path / "task.py"
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(FIXTURES)!r})\n"
+        "import crashing_estimator; crashing_estimator.trust()\n"
+        "from conveyor.deploy.rollout import smoke_test\n"
+        f"rows = json.load(open({str(tmp_path / 'rows.json')!r}))\n"
+        f"smoke_test('models:/{config.name}/{version}', rows, timeout=200)\n"
+    )
+    env = {**os.environ, module.SLOW_ENV: "120"}
+    parent = subprocess.Popen([sys.executable, str(script)], env=env)
+    try:
+        [child] = _wait_for(
+            lambda: [c for c in _smoke_children() if c.ppid() == parent.pid], timeout=120
+        )
+        parent.kill()
+        parent.wait(10)
+        _wait_for(
+            lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, timeout=10
+        )
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from conveyor.children import run_child
 from conveyor.errors import DeployError, RegistryError
 from conveyor.registry import audit
 from conveyor.registry.models import COMPLETE_TAG, PRODUCTION, promote, version_by_alias
@@ -286,9 +287,8 @@ def smoke_test(
         ]
         started = time.monotonic()
         try:
-            proc = subprocess.run(
-                command, capture_output=True, text=True, timeout=timeout, env=env, check=False
-            )
+            # tracked: a killed deploy task stops it (on_kill -> terminate_children)
+            proc = run_child(command, timeout=timeout, env=env)
         except subprocess.TimeoutExpired as exc:
             raise DeployError(
                 f"Smoke test of {model_uri} did not finish within {timeout:g} s "
@@ -300,6 +300,11 @@ def smoke_test(
         if line.startswith("{"):
             result = json.loads(line)
             break
+    if proc.returncode is not None and proc.returncode < 0:
+        raise DeployError(
+            f"Smoke test of {model_uri} was stopped (signal {-proc.returncode}); the model was "
+            "not deployed"
+        )
     if proc.returncode != 0 or result is None or "error" in (result or {}):
         what = (result or {}).get("error") or f"exit code {proc.returncode}"
         raise DeployError(
@@ -496,7 +501,7 @@ def switch_production(
     reason: str,
     user: str,
     artifact_root: str,
-    service_url: str,
+    service_url: str | None,
     verify: str = "auto",
     rows: list[dict[str, Any]] | None = None,
     timeout: float = 60.0,
@@ -507,10 +512,11 @@ def switch_production(
 ) -> DeployResult:
     """Point ``production`` at ``version`` and verify the running service serves it.
 
-    ``verify``: ``always`` — the service must answer (checked before anything moves);
-    ``never`` — no live check; ``auto`` — check if a service answers at
-    ``service_url``, otherwise move the alias anyway and say so in the log and the
-    audit record. On a failed check the alias moves back (or is removed when there was
+    ``verify``: ``auto`` — when a service is configured (``service_url``), it must answer
+    (checked before anything moves) and serve the new version; with none configured the
+    alias moves without a live check, and the log and the audit record say so;
+    ``always`` — like ``auto``, but a service must be configured; ``never`` — no live
+    check. On a failed check the alias moves back (or is removed when there was
     no earlier production version), the service is seen serving the old version again,
     the rollback is audited and :class:`DeployError` is raised.
     """
@@ -519,27 +525,50 @@ def switch_production(
     current = version_by_alias(client, name, PRODUCTION)
     previous = str(current.version) if current is not None else None
     events = audit.list_events(artifact_root, name)
-    probe = ServiceProbe(service_url, token=token)
+    probe = ServiceProbe(service_url, token=token) if service_url else None
+    stays = f"{name} production stays {'v' + previous if previous else 'unset'}"
     try:
-        live = mode != "never" and probe.reachable()
-        if mode == "always" and not live:
-            raise DeployError(
-                f"deploy.verify is 'always' but no model service answers at {service_url}; "
-                f"nothing was changed ({name} production stays "
-                f"{'v' + previous if previous else 'unset'}). Start it with "
-                f"`conveyor serve --pipeline {name}` or set deploy.verify to auto."
-            )
+        live = False
         if mode == "never":
             verification = "not verified: deploy.verify is 'never'"
-        elif not live:
+        elif probe is None:
+            if mode == "always":
+                raise DeployError(
+                    f"deploy.verify is 'always' but no model service is configured; nothing "
+                    f"was changed ({stays}). Create the conveyor_model_service_default "
+                    "connection (or pass the deploy step's model_service_conn_id / "
+                    "service_url), or set deploy.verify to auto."
+                )
             verification = (
-                f"NOT VERIFIED: no model service answers at {service_url}; production "
-                "moved without a live check"
+                "not verified: no model service configured (no model-service connection or "
+                "deploy.service_url); production moved without a live check"
             )
-            log.warning(
-                "!!! %s. Start the service with `conveyor serve --pipeline %s`.", verification, name
+            log.warning("%s", verification)
+        elif not probe.reachable():
+            message = (
+                f"No model service answers at {service_url} (deploy.verify is '{mode}'); "
+                f"nothing was changed ({stays})"
+            )
+            audit.record_event(
+                artifact_root,
+                model=name,
+                action="rejected",
+                from_version=previous,
+                to_version=str(version),
+                reason=f"{action} not done: {message}",
+                user=user,
+                dag_id=dag_id,
+                run_id=run_id,
+                details=dict(details or {}, verify=mode, service_url=service_url),
+                client=client,
+            )
+            raise DeployError(
+                f"{message}. Start the service (`conveyor serve --pipeline {name}`), fix the "
+                "model-service connection, or set deploy.verify to never to deploy without a "
+                "live check."
             )
         else:
+            live = True
             verification = "pending"
         reuse = (
             audit.find_event(
@@ -569,7 +598,7 @@ def switch_production(
                 details=record,
                 client=client,
             )
-        if not live:
+        if not live or probe is None:
             return DeployResult(name, str(version), previous, moved, False, verification, event.id)
         ok, note = probe.wait_for(version, rows=rows or [], timeout=timeout)
         if ok:
@@ -618,7 +647,8 @@ def switch_production(
             f"See the service log and /health for the load error."
         )
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
 
 
 def deploy(client: MlflowClient, **kwargs: Any) -> DeployResult:
@@ -674,11 +704,12 @@ def rollback(
     reason: str,
     user: str,
     artifact_root: str,
-    service_url: str,
+    service_url: str | None,
     verify: str = "auto",
     timeout: float = 60.0,
     dag_id: str | None = None,
     run_id: str | None = None,
+    admin_token: str | None = None,
 ) -> DeployResult:
     """Manually move ``production`` back to ``version`` (default: the previous one)."""
     if not (reason or "").strip():
@@ -702,6 +733,7 @@ def rollback(
         dag_id=dag_id,
         run_id=run_id,
         details={"manual": True},
+        admin_token=admin_token,
     )
 
 

@@ -43,3 +43,44 @@ class ModelServiceHook(ConveyorHook):
         resp = httpx.get(f"{self.base_url()}/health", timeout=5)
         resp.raise_for_status()
         return f"Model service at {self.base_url()}: {resp.json()}"
+
+
+def connection_or_none(hook_class: type[ConveyorHook], conn_id: str | None) -> Any:
+    """``hook_class(conn_id)`` when that connection exists, else ``None`` (no connection is a
+    configuration choice, not an error: callers fall back to their documented default)."""
+    from conveyor_airflow.compat import AirflowNotFoundException
+
+    if not conn_id:
+        return None
+    hook = hook_class(conn_id)
+    try:
+        hook.connection  # noqa: B018 (looks it up)
+    except AirflowNotFoundException:
+        return None
+    return hook
+
+
+def resolve_model_service(
+    *,
+    service_url: str | None,
+    conn_id: str | None,
+    conn_id_explicit: bool,
+    config_url: str | None,
+) -> tuple[str | None, str | None, str]:
+    """(base URL, admin token, where it came from) of the model service a deploy verifies.
+
+    In order: the operator's ``service_url``; an explicitly named connection (it must exist);
+    the pipeline YAML's ``deploy.service_url``; the default connection when it exists;
+    else none (production moves without a live check, and says so).
+    """
+    if service_url:
+        return service_url.rstrip("/"), None, "the operator's service_url"
+    if conn_id and conn_id_explicit:
+        hook = ModelServiceHook(conn_id)
+        return hook.base_url(), hook.admin_token(), f"connection {conn_id!r}"
+    if config_url:
+        return config_url.rstrip("/"), None, "deploy.service_url"
+    hook = connection_or_none(ModelServiceHook, conn_id)
+    if hook is not None:
+        return hook.base_url(), hook.admin_token(), f"connection {conn_id!r}"
+    return None, None, "none configured"

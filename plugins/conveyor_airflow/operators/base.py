@@ -43,23 +43,58 @@ def as_bool(value: Any) -> bool:
 
 
 class PipelineMixin:
-    """``settings`` and the ``config`` of ``self.pipeline``, loaded lazily at run time
-    (never in ``__init__``: DAG parsing must not read more than the factory already did)."""
+    """``settings`` and the ``config`` of the pipeline, loaded lazily at run time (never in
+    ``__init__``: DAG parsing must not read more than the factory already did).
 
-    pipeline: str
+    The config comes from the YAML named ``pipeline`` (under ``pipelines_dir`` or the
+    ``[conveyor] pipelines_dir`` setting), or from ``pipeline_config``: the same schema as a
+    mapping written in the DAG file, for operators used without a YAML.
+    """
+
+    pipeline: str | None = None
     #: Folder of the pipeline YAML; ``None`` = the ``[conveyor] pipelines_dir`` setting.
     pipelines_dir: str | None = None
+    #: The pipeline config inline (a mapping with the YAML's schema) instead of a YAML.
+    pipeline_config: Any = None
+    #: MLflow connection; ``None`` = ``[conveyor] mlflow_conn_id`` when that connection
+    #: exists, else the ``[conveyor]``/environment settings.
+    mlflow_conn_id: str | None = None
 
     @cached_property
     def settings(self) -> Settings:
-        from conveyor_airflow.config import conveyor_settings
+        """Locations from the ``[conveyor]`` section, with the MLflow connection's tracking
+        URI (and its credentials in this process's environment) when one is configured."""
+        import dataclasses
 
-        return conveyor_settings()
+        from conveyor_airflow.config import conf_value, conveyor_settings
+        from conveyor_airflow.hooks.mlflow import MlflowHook
+        from conveyor_airflow.hooks.model_service import connection_or_none
+
+        settings = conveyor_settings()
+        conn_id = self.mlflow_conn_id or conf_value("mlflow_conn_id", "conveyor_mlflow_default")
+        hook = connection_or_none(MlflowHook, conn_id)
+        if hook is None:
+            return settings
+        env = hook.env()
+        os.environ.update({k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"})
+        return dataclasses.replace(settings, mlflow_tracking_uri=env["MLFLOW_TRACKING_URI"])
 
     @cached_property
     def config(self) -> PipelineConfig:
-        from conveyor.config import load_pipeline_config
+        from conveyor.config import config_from_mapping, load_pipeline_config
 
+        if self.pipeline_config is not None:
+            task_id = getattr(self, "task_id", "?")
+            return config_from_mapping(
+                self.pipeline_config, source=f"<pipeline_config of {task_id}>"
+            )
+        if not self.pipeline:
+            from conveyor.errors import ConfigError
+
+            raise ConfigError(
+                f"Task {getattr(self, 'task_id', '?')} names no pipeline: pass pipeline= (a YAML "
+                "under [conveyor] pipelines_dir) or pipeline_config= (the same keys as a dict)"
+            )
         return load_pipeline_config(self.pipeline_file)
 
     @property
@@ -67,7 +102,7 @@ class PipelineMixin:
         from conveyor.config import pipeline_path
 
         directory = Path(self.pipelines_dir) if self.pipelines_dir else self.settings.pipelines_dir
-        return pipeline_path(self.pipeline, directory)
+        return pipeline_path(str(self.pipeline), directory)
 
     def code_identity(self, context: Context) -> str:
         """This run's code identity (library versions + DAG bundle version, project commit,
@@ -75,28 +110,50 @@ class PipelineMixin:
         from conveyor.registry.lineage import code_identity
 
         dag_run = context.get("dag_run")
+        files: list[Any] = [context["dag"].fileloc]
+        if self.pipeline_config is None:
+            files.append(self.pipeline_file)
         return code_identity(
             self.settings.project_dir,
             bundle_version=getattr(dag_run, "bundle_version", None),
-            files=[context["dag"].fileloc, self.pipeline_file],
+            files=files,
         )
 
 
 class ConveyorOperator(PipelineMixin, BaseOperator):
-    """Base class: one pipeline step of the pipeline named ``pipeline``.
+    """Base class: one step of a pipeline.
 
-    :param pipeline: Name of the pipeline YAML under ``CONVEYOR_PIPELINES_DIR``.
+    :param pipeline: Name of the pipeline YAML under ``[conveyor] pipelines_dir``.
     :param pipelines_dir: Folder of that YAML instead (e.g. one shipped with a package).
+    :param pipeline_config: The pipeline's config as a dict (the YAML's keys) instead of a
+        YAML file: the operator then needs no file at all.
+    :param mlflow_conn_id: A ``conveyor_mlflow`` connection (default
+        ``[conveyor] mlflow_conn_id`` if it exists, else ``MLFLOW_TRACKING_URI``/settings).
     """
 
     template_fields: Sequence[str] = ("pipeline",)
     ui_color = "#e8f1fb"
 
-    def __init__(self, *, pipeline: str, pipelines_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        pipeline: str | None = None,
+        pipelines_dir: str | None = None,
+        pipeline_config: Any = None,
+        mlflow_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("execution_timeout", timedelta(minutes=30))
         super().__init__(**kwargs)
+        if (pipeline is None) == (pipeline_config is None):
+            raise ValueError(
+                f"{type(self).__name__} {kwargs.get('task_id')!r}: pass exactly one of "
+                "pipeline= (a YAML's name) and pipeline_config= (its keys as a dict)"
+            )
         self.pipeline = pipeline
         self.pipelines_dir = pipelines_dir
+        self.pipeline_config = pipeline_config
+        self.mlflow_conn_id = mlflow_conn_id
 
     @property
     def n_jobs(self) -> int:

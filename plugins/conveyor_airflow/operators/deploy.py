@@ -26,6 +26,25 @@ def _user(context: Context) -> str:
     return run_actor(context["dag"].dag_id, name)
 
 
+def service_of(task: Any, config: Any) -> tuple[str | None, str | None]:
+    """(URL, admin token) of the model service ``task`` verifies against, logged with where
+    it came from (see :func:`conveyor_airflow.hooks.model_service.resolve_model_service`)."""
+    from conveyor_airflow.config import conf_value
+    from conveyor_airflow.hooks.model_service import resolve_model_service
+
+    explicit = getattr(task, "model_service_conn_id", None)
+    default = conf_value("model_service_conn_id", "conveyor_model_service_default")
+    url, token, source = resolve_model_service(
+        service_url=getattr(task, "service_url", None),
+        # "none" switches the default connection off (`conveyor demo run` has no service)
+        conn_id=explicit or (None if str(default).lower() == "none" else default),
+        conn_id_explicit=bool(explicit),
+        config_url=config.deploy.service_url,
+    )
+    task.log.info("Model service: %s (from %s)", url or "none", source)
+    return url, token
+
+
 def approval_params() -> dict[str, Param]:
     """The form the approver fills in: a comment (recorded with the decision)."""
     return {
@@ -48,7 +67,7 @@ class ConveyorApprovalOperator(ApprovalOperator):
     is skipped and nothing changes.
 
     :param pipeline: Pipeline name.
-    :param registration: XCom of :class:`RegisterModelOperator`. (templated)
+    :param registration: XCom of :class:`RegisterModelOperator` (its ``.output``). (templated)
     """
 
     template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "registration")
@@ -61,6 +80,10 @@ class ConveyorApprovalOperator(ApprovalOperator):
         super().__init__(**kwargs)
         self.pipeline = pipeline
         self.registration = registration
+        # the upstream task whose XCom is the registration, wherever it sits (task group)
+        self.registration_task_id = getattr(
+            getattr(registration, "operator", None), "task_id", "register_model"
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         # Record first: on Reject, ApprovalOperator skips the downstream tasks by raising
@@ -79,7 +102,7 @@ class ConveyorApprovalOperator(ApprovalOperator):
         disable_telemetry()
         registration = self.registration
         if not isinstance(registration, dict):
-            registration = context["ti"].xcom_pull(task_ids="register_model")
+            registration = context["ti"].xcom_pull(task_ids=self.registration_task_id)
         from conveyor.registry.audit import airflow_actor, airflow_user
 
         responder = ret.get("responded_by_user") or {}
@@ -122,7 +145,16 @@ class DeployModelOperator(ConveyorOperator):
     :param registration: XCom of :class:`RegisterModelOperator`. (templated)
     :param validation: XCom of :class:`DataValidationOperator` (sample rows). (templated)
     :param contract_override_reason: Deploy despite a broken input contract. (templated)
-    :param service_url: Model service to verify; default ``deploy.service_url``. (templated)
+    :param model_service_conn_id: ``conveyor_model_service`` connection of the service to
+        verify (URL + admin token). Default: ``[conveyor] model_service_conn_id`` when that
+        connection exists. A connection named here must exist.
+    :param service_url: Model service URL instead of a connection. (templated)
+    :param verify: ``auto`` (verify when a service is configured; an unreachable one fails
+        the deploy and production stays), ``always`` (a service must be configured) or
+        ``never``; default the config's ``deploy.verify``. (templated)
+
+    With no service configured at all, production moves without a live check and the log,
+    the result and the audit record say "no model service configured".
     """
 
     template_fields: Sequence[str] = (
@@ -131,6 +163,7 @@ class DeployModelOperator(ConveyorOperator):
         "validation",
         "contract_override_reason",
         "service_url",
+        "verify",
     )
     ui_color = "#9467bd"
     operator_extra_links = (ModelServiceLink(), ModelVersionLink())
@@ -141,14 +174,25 @@ class DeployModelOperator(ConveyorOperator):
         registration: Any,
         validation: Any = None,
         contract_override_reason: str = "",
+        model_service_conn_id: str | None = None,
         service_url: str | None = None,
+        verify: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.registration = registration
         self.validation = validation
         self.contract_override_reason = contract_override_reason
+        self.model_service_conn_id = model_service_conn_id
         self.service_url = service_url
+        self.verify = verify
+
+    def on_kill(self) -> None:
+        """Airflow kills the task (timeout, marked failed): stop the smoke-test process."""
+        from conveyor.children import terminate_children
+
+        stopped = terminate_children()
+        self.log.warning("Deploy task killed; stopped child processes %s", stopped)
 
     def _rows(self, name: str, version: str) -> list[dict[str, Any]]:
         from conveyor.deploy.rollout import example_rows, sample_rows
@@ -180,10 +224,11 @@ class DeployModelOperator(ConveyorOperator):
         cfg = self.config
         name, version = self.registration["model_name"], str(self.registration["version"])
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
-        service_url = (self.service_url or cfg.deploy.service_url).rstrip("/")
+        service_url, admin_token = service_of(self, cfg)
         client = tracking.configure(self.settings)
         push_link(context, ModelVersionLink, model_version_url(name, version))
-        push_link(context, ModelServiceLink, f"{service_url}/version")
+        if service_url:
+            push_link(context, ModelServiceLink, f"{service_url}/version")
         mv = client.get_model_version(name, version)
         approval = json.loads(mv.tags.get(f"{TAG_PREFIX}approval") or "null")
         user = _user(context)
@@ -214,12 +259,13 @@ class DeployModelOperator(ConveyorOperator):
             user=user,
             artifact_root=self.settings.artifact_root,
             service_url=service_url,
-            verify=cfg.deploy.verify,
+            verify=str(self.verify or cfg.deploy.verify),
             rows=rows[:5],
             timeout=cfg.deploy.verify_timeout_seconds,
             dag_id=dag_id,
             run_id=run_id,
             details={"contract": contract.to_dict(), "smoke": smoke, "approval": approval},
+            admin_token=admin_token,
         )
         client.set_model_version_tag(
             name,
@@ -255,16 +301,36 @@ class RollbackModelOperator(ConveyorOperator):
     :param version: Target version; empty: the previous production version per the audit
         trail. (templated)
     :param reason: Why (required; recorded in the audit trail). (templated)
+    :param model_service_conn_id: / :param service_url: / :param verify: as for
+        :class:`DeployModelOperator`.
     """
 
-    template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "version", "reason")
+    template_fields: Sequence[str] = (
+        *ConveyorOperator.template_fields,
+        "version",
+        "reason",
+        "service_url",
+        "verify",
+    )
     ui_color = "#d62728"
     operator_extra_links = (ModelServiceLink(), ModelVersionLink())
 
-    def __init__(self, *, version: Any = "", reason: Any = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        version: Any = "",
+        reason: Any = "",
+        model_service_conn_id: str | None = None,
+        service_url: str | None = None,
+        verify: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.version = version
         self.reason = reason
+        self.model_service_conn_id = model_service_conn_id
+        self.service_url = service_url
+        self.verify = verify
 
     def run(self, context: Context) -> dict[str, Any]:
         from conveyor.deploy.rollout import rollback
@@ -276,7 +342,7 @@ class RollbackModelOperator(ConveyorOperator):
         if version.lower() in ("none", "null"):
             version = ""
         client = tracking.configure(self.settings)
-        service_url = cfg.deploy.service_url.rstrip("/")
+        service_url, admin_token = service_of(self, cfg)
         result = rollback(
             client,
             name=cfg.model_name,
@@ -285,13 +351,15 @@ class RollbackModelOperator(ConveyorOperator):
             user=_user(context),
             artifact_root=self.settings.artifact_root,
             service_url=service_url,
-            verify=cfg.deploy.verify,
+            verify=str(self.verify or cfg.deploy.verify),
             timeout=cfg.deploy.verify_timeout_seconds,
             dag_id=dag_id,
             run_id=context["run_id"],
+            admin_token=admin_token,
         )
         push_link(context, ModelVersionLink, model_version_url(cfg.model_name, result.version))
-        push_link(context, ModelServiceLink, f"{service_url}/version")
+        if service_url:
+            push_link(context, ModelServiceLink, f"{service_url}/version")
         self.log.info(
             "%s production: v%s -> v%s (%s)",
             cfg.model_name,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor_airflow.compat import AirflowSkipException
+from conveyor_airflow.compat import AirflowFailException, AirflowSkipException
 from conveyor_airflow.links import DriftReportLink, artifact_href, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
 
@@ -105,14 +105,20 @@ class RequestRetrainingOperator(ConveyorOperator):
     def __init__(self, *, outcome: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.outcome = outcome
+        if not self.outlets:  # a wiring mistake: say so when the DAG is parsed
+            raise ValueError(
+                f"RequestRetrainingOperator {self.task_id!r} has no outlets: declare the "
+                "pipeline's data asset, e.g. outlets=[data_asset(config, settings)] "
+                "(conveyor_airflow.factory.data_asset), so a retrain outcome can start a run"
+            )
 
     def run(self, context: Context) -> dict[str, Any]:
+        if not self.outlets:
+            raise AirflowFailException("No outlet asset declared: cannot request retraining")
         status = self.outcome.get("status")
         payload = self.outcome.get("retrain_payload")
         if status != "retrain" or not payload:
             raise AirflowSkipException(f"No retraining: {self.outcome.get('message')}")
-        if not self.outlets:
-            raise AirflowSkipException("No outlet asset declared: cannot request retraining")
         for asset in self.outlets:
             context["outlet_events"][asset].extra = {"payload": payload}
         self.log.info(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from conveyor_airflow.compat import AirflowFailException, AirflowSkipException
@@ -11,6 +13,9 @@ from conveyor_airflow.operators.base import ConveyorOperator, as_bool
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from conveyor.config import PipelineConfig
+    from conveyor_airflow.hooks.dvc import DvcRegistryHook
 
 
 def event_payload(context: Context) -> dict[str, Any] | None:
@@ -34,11 +39,64 @@ def event_payload(context: Context) -> dict[str, Any] | None:
 
 
 class _RevisionMixin:
-    """Which data revision a run trains on (DESIGN: Which data revision a run trains on)."""
+    """Where the data comes from and which revision a run trains on (DESIGN: Which data
+    revision a run trains on).
+
+    ``repo``, ``path`` and ``branch`` override the pipeline config's ``data`` section;
+    ``dvc_conn_id`` names a ``conveyor_dvc`` connection whose host is the registry and whose
+    login/password are the remote's keys (default ``[conveyor] dvc_conn_id`` when it exists).
+    """
+
+    repo: str | None = None
+    path: str | None = None
+    branch: str | None = None
+    dvc_conn_id: str | None = None
+
+    def _init_source(
+        self, repo: str | None, path: str | None, branch: str | None, dvc_conn_id: str | None
+    ) -> None:
+        self.repo, self.path, self.branch, self.dvc_conn_id = repo, path, branch, dvc_conn_id
+
+    @cached_property
+    def config(self) -> PipelineConfig:
+        config = ConveyorOperator.config.func(self)  # type: ignore[attr-defined]
+        update = {
+            key: value
+            for key, value in (("repo", self.repo), ("path", self.path), ("rev", self.branch))
+            if value
+        }
+        if not update:
+            return config
+        return config.model_copy(update={"data": config.data.model_copy(update=update)})
+
+    @cached_property
+    def dvc_hook(self) -> DvcRegistryHook | None:
+        from conveyor_airflow.config import conf_value
+        from conveyor_airflow.hooks.dvc import DvcRegistryHook
+        from conveyor_airflow.hooks.model_service import connection_or_none
+
+        if self.dvc_conn_id:  # named explicitly: it must exist
+            return DvcRegistryHook(self.dvc_conn_id)
+        return connection_or_none(
+            DvcRegistryHook, conf_value("dvc_conn_id", "conveyor_dvc_default")
+        )
+
+    def data_repo(self) -> str:
+        """The registry: ``repo``, else the DVC connection's, else the config's, else the
+        ``[conveyor] data_registry`` setting. Puts the connection's remote credentials in
+        this process's environment, where DVC's clients read them."""
+        hook = self.dvc_hook
+        if hook is not None:
+            os.environ.update(hook.env())
+        if self.repo:
+            return self.repo
+        if hook is not None:
+            return hook.repo()
+        return self.config.data.repo or self.settings.data_registry
 
     def resolve_revision(self, context: Context) -> tuple[str, str, str]:
         """(repo, rev, source); source is 'param', 'asset_event' or 'branch'."""
-        repo = self.config.data.repo or self.settings.data_registry
+        repo = self.data_repo()
         if self.data_rev and str(self.data_rev).strip():
             return repo, str(self.data_rev).strip(), "param"
         payload = event_payload(context)
@@ -49,6 +107,15 @@ class _RevisionMixin:
                 )
             return payload.get("repo") or repo, str(payload["rev"]), "asset_event"
         return repo, self.config.data.rev, "branch"
+
+
+_SOURCE_DOC = """
+    :param repo: Data registry (git URL or path); default: the DVC connection's host, else
+        the config's ``data.repo``, else ``[conveyor] data_registry``. (templated)
+    :param path: The DVC-tracked file in it; default the config's ``data.path``. (templated)
+    :param branch: Branch/tag followed when no revision is given; default ``data.rev``.
+        (templated)
+    :param dvc_conn_id: ``conveyor_dvc`` connection (registry + remote credentials)."""
 
 
 class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
@@ -64,13 +131,32 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
     :param force: Retrain even when the inputs equal production's. (templated)
     """
 
-    template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "data_rev", "force")
+    __doc__ = (__doc__ or "") + _SOURCE_DOC
+    template_fields: Sequence[str] = (
+        *ConveyorOperator.template_fields,
+        "data_rev",
+        "force",
+        "repo",
+        "path",
+        "branch",
+    )
     ui_color = "#d9c8f5"
 
-    def __init__(self, *, data_rev: str = "", force: Any = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        data_rev: str = "",
+        force: Any = False,
+        repo: str | None = None,
+        path: str | None = None,
+        branch: str | None = None,
+        dvc_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.data_rev = data_rev
         self.force = force
+        self._init_source(repo, path, branch, dvc_conn_id)
 
     def run(self, context: Context) -> dict[str, Any]:
         from conveyor.registry.caching import check_inputs
@@ -116,18 +202,38 @@ class DvcPullOperator(_RevisionMixin, ConveyorOperator):
     :param data_rev: Used only without ``inputs``: branch, tag or commit. (templated)
     """
 
-    template_fields: Sequence[str] = (*ConveyorOperator.template_fields, "inputs", "data_rev")
+    __doc__ = (__doc__ or "") + _SOURCE_DOC
+    template_fields: Sequence[str] = (
+        *ConveyorOperator.template_fields,
+        "inputs",
+        "data_rev",
+        "repo",
+        "path",
+        "branch",
+    )
     ui_color = "#945dd6"
 
-    def __init__(self, *, inputs: Any = None, data_rev: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        inputs: Any = None,
+        data_rev: str = "",
+        repo: str | None = None,
+        path: str | None = None,
+        branch: str | None = None,
+        dvc_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.inputs = inputs
         self.data_rev = data_rev
+        self._init_source(repo, path, branch, dvc_conn_id)
 
     def run(self, context: Context) -> dict[str, Any]:
         from conveyor.data.source import fetch
 
         if self.inputs:
+            self.data_repo()  # the DVC connection's remote credentials, if any
             repo, rev, source = (
                 self.inputs["repo"],
                 self.inputs["git_sha"],

@@ -119,7 +119,11 @@ class RegisterModelOperator(ConveyorOperator):
                 MlflowRunLink,
                 mlflow_run_url(self.training["experiment_id"], self.training["mlflow_run_id"]),
             )
-        push_link(context, ModelServiceLink, f"{cfg.deploy.service_url.rstrip('/')}/version")
+        from conveyor_airflow.operators.deploy import service_of
+
+        service_url, _ = service_of(self, cfg)
+        if service_url:
+            push_link(context, ModelServiceLink, f"{service_url}/version")
         promoted = False
         if self.promote:
             promoted = promote(
