@@ -79,12 +79,92 @@ def test_good_frame_passes_and_writes_data_docs(frame, spec, tmp_path):
     assert (summary["rows"], summary["columns"], summary["failed"]) == (569, 31, 0)
     # table checks + per column (type, not-null, range/allowed) + the free-form one
     assert summary["evaluated"] > 3 * len(spec.columns)
-    index = Path(summary["docs_index"])
-    assert index == tmp_path / "docs" / "index.html"
+    # the page to open is this run's validation result, not the site's index
+    page = Path(summary["docs_index"])
+    assert page.parent.is_relative_to(tmp_path / "docs" / "validations")
+    assert page.is_file() and "breast_cancer" in page.read_text()
+    index = tmp_path / "docs" / "index.html"
     assert index.is_file() and "breast_cancer" in index.read_text()
-    pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
-    assert pages, "no validation result page rendered"
     json.dumps(summary, allow_nan=False)
+
+
+REMOTE = re.compile(r"<(?:script|link)\b[^>]*?(?:src|href)=\"(https?://[^\"]+)\"")
+LOCAL = re.compile(r"<(?:script|link)\b[^>]*?(?:src|href)=\"([^\"#?]+\.(?:js|css))\"")
+
+
+def test_data_docs_need_no_internet(frame, spec, tmp_path):
+    """Issue 16: Data Docs loaded Bootstrap/jQuery from CDNs; offline the pages were
+    unstyled, the index table empty and `$ is not defined`. Every script and stylesheet
+    must be a file of the site itself."""
+    frame.loc[0, "target"] = 2  # a failed run renders Data Docs too
+    err = fail(frame, spec, docs_dir=tmp_path / "docs")
+    site = tmp_path / "docs"
+    pages = list(site.rglob("*.html"))
+    assert len(pages) >= 2
+    for page in pages:
+        text = page.read_text()
+        assert REMOTE.findall(text) == [], page
+        scripts = LOCAL.findall(text)
+        assert any(s.endswith("jquery.min.js") for s in scripts), page
+        for ref in scripts:
+            assert (page.parent / ref).resolve().is_file(), f"{page}: {ref} missing"
+    assert (site / "static/vendor/webfonts/fa-solid-900.woff2").is_file()
+    assert Path(err.summary["docs_index"]).parent.is_relative_to(site / "validations")
+
+
+def _browser_or_skip() -> str:
+    import os
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        chromium = ""
+    if not os.path.exists(chromium):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium and playwright are needed (make system-deps)")
+        pytest.skip("no Chromium/playwright: make system-deps")
+    return chromium
+
+
+def test_data_docs_render_offline_in_a_browser(frame, spec, tmp_path):
+    """The same site in Chromium with every network request refused: jQuery runs, Bootstrap
+    styles the page, the index table lists this run, and no script error is raised."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = _browser_or_skip()
+    summary = validate_frame(frame, spec, suite_name="breast_cancer", docs_dir=tmp_path / "docs")
+    result_page = Path(summary["docs_index"])
+    remote, errors = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+            def offline(route):
+                if route.request.url.startswith("file://"):
+                    route.continue_()
+                else:
+                    remote.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", offline)
+            page.goto(result_page.as_uri())
+            assert page.evaluate("typeof window.jQuery") == "function"
+            # Bootstrap 4's reboot sets the body margin to 0 (a browser's default is 8px)
+            assert page.evaluate("getComputedStyle(document.body).margin") == "0px"
+            page.goto((tmp_path / "docs" / "index.html").as_uri())
+            page.wait_for_selector("table tbody tr td", timeout=30_000)
+            assert "breast_cancer" in page.inner_text("table tbody")
+        finally:
+            browser.close()
+    assert remote == [], remote
+    assert errors == [], errors
 
 
 def test_nan_in_target_names_not_null(frame, spec):

@@ -71,6 +71,48 @@ _FLOAT_MAX = sys.float_info.max
 #: Data Docs site name inside the ephemeral context.
 _DOCS_SITE = "conveyor"
 
+#: Local copies of the CDN files GX's Data Docs templates link to (see the folder's
+#: README.md); a generated site gets them under ``static/vendor/``.
+_ASSETS = Path(__file__).with_name("data_docs_assets")
+_VENDOR = "static/vendor"
+#: CDN URL in GX 1.x's templates -> file under :data:`_ASSETS`.
+_CDN_FILES = {
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "css/bootstrap.min.css",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "js/bootstrap.min.js",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "js/jquery.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "js/popper.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": (
+        "css/bootstrap-table.min.css"
+    ),
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": (
+        "js/bootstrap-table.min.js"
+    ),
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/"
+    "bootstrap-table-filter-control.css": "css/bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/"
+    "bootstrap-table-filter-control.min.css": "css/bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/"
+    "bootstrap-table-filter-control.min.js": "js/bootstrap-table-filter-control.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/"
+    "bootstrap-datepicker.min.css": "css/bootstrap-datepicker.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/"
+    "bootstrap-datepicker.min.js": "js/bootstrap-datepicker.min.js",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/"
+    "bootstrap-prefers-dark.css": "css/bootstrap-prefers-dark.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "css/all.min.css",
+    "https://cdn.jsdelivr.net/npm/vega@5": "js/vega.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-lite@5": "js/vega-lite.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-embed@6": "js/vega-embed.min.js",
+}
+#: GX's navbar logo comes from its S3 bucket with a timestamp query (a request per view);
+#: the site's own static/images/ holds the same file.
+_GX_LOGO = re.compile(
+    r"https://great-expectations-web-assets\.s3\.[\w.-]+\.amazonaws\.com/([\w.-]+\.png)(?:\?[^\"]*)?"
+)
+_VEGA = frozenset(v for v in _CDN_FILES.values() if v.startswith("js/vega"))
+_REMOTE_TAG = re.compile(r"<(?:script|link)\b[^>]*?(?:src|href)=\"(https?://[^\"]+)\"[^>]*>")
+_SRI = re.compile(r"\s+(?:integrity|crossorigin)=\"[^\"]*\"")
+
 #: Key in an expectation's ``meta`` naming the ColumnSpec.type it checks.
 _META_TYPE = "conveyor_column_type"
 
@@ -318,7 +360,10 @@ def validate_frame(
 
     ``error`` is set when GX could not evaluate an expectation at all (missing column,
     values of the wrong type). If ``docs_dir`` is given, GX renders its Data Docs site
-    there (also when validation fails) and ``docs_index`` is its ``index.html``.
+    there (also when validation fails), with its Bootstrap/jQuery/font files served from
+    the site itself (:func:`serve_assets_locally`: it works offline), and ``docs_index``
+    is the page to open for this run: its validation result page (whose navigation
+    leads to the site's ``index.html``).
 
     Raises
     ------
@@ -371,12 +416,13 @@ def validate_frame(
     if docs_path is not None:
         try:
             context.build_data_docs(site_names=[_DOCS_SITE])
+            serve_assets_locally(docs_path)
         except OSError as exc:
             raise ConfigError(
                 f"Cannot write the Data Docs to {docs_path}: {exc}. Point docs_dir "
                 "(the run's artifact directory) at a writable location"
             ) from exc
-        docs_index = str(docs_path / "index.html")
+        docs_index = str(_result_page(docs_path) or docs_path / "index.html")
 
     # GX evaluates (and lists) expectations in its own order; report them in the
     # suite's order: table first, then column by column as in the YAML.
@@ -404,6 +450,68 @@ def validate_frame(
     if failures:
         raise ValidationFailed(_message(summary, failures, suite_name), summary)
     return summary
+
+
+# --------------------------------------------------------------------------- data docs
+
+
+def _result_page(site: Path) -> Path | None:
+    """The validation result page of a site built from one validation (the ephemeral
+    context holds only this run's), else None."""
+    pages = sorted((site / "validations").rglob("*.html"))
+    return pages[-1] if pages else None
+
+
+def serve_assets_locally(site: str | Path) -> list[str]:
+    """Make a GX Data Docs site work offline: copy the CDN files its pages link to into
+    ``static/vendor/`` and point every page at those copies (relative links, so the site
+    still works once copied elsewhere, e.g. to the run's artifacts).
+
+    Subresource-integrity attributes of rewritten tags are dropped (they pin the CDN's
+    copy). GX's navbar logo, fetched from GX's S3 bucket with a timestamp on every view,
+    points at the copy in the site's ``static/images/``. The Vega scripts (about 800 kB) are copied only when a page draws a chart.
+    A CDN URL Conveyor does not know (a newer GX) is left as it is and logged.
+
+    Returns the asset files copied (relative to the site).
+    """
+    import shutil
+
+    site = Path(site)
+    needed: set[str] = set()
+    unknown: set[str] = set()
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        charts = "vegaEmbed(" in text.split("</head>", 1)[-1]
+        prefix = "../" * (len(page.relative_to(site).parts) - 1) + _VENDOR + "/"
+
+        def local(match: re.Match, *, charts=charts, prefix=prefix) -> str:
+            url = match.group(1)
+            target = _CDN_FILES.get(url)
+            if target is None:
+                unknown.add(url)
+                return match.group(0)
+            if target in _VEGA and not charts:
+                return ""
+            needed.add(target)
+            return _SRI.sub("", match.group(0)).replace(url, prefix + target)
+
+        new = _REMOTE_TAG.sub(local, text)
+        new = _GX_LOGO.sub(lambda m, p=prefix: f"{p}../images/{m.group(1)}", new)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+    if "css/all.min.css" in needed:  # Font Awesome's stylesheet loads its fonts
+        needed.update(f"webfonts/{f.name}" for f in (_ASSETS / "webfonts").glob("*.woff2"))
+    for rel in sorted(needed):
+        dest = site / _VENDOR / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_ASSETS / rel, dest)
+    if unknown:
+        log.warning(
+            "Data Docs still link to %d CDN file(s) with no local copy: %s",
+            len(unknown),
+            sorted(unknown),
+        )
+    return sorted(needed)
 
 
 # --------------------------------------------------------------------------- reporting
