@@ -1,5 +1,6 @@
 """The Airflow UI in a real browser (Debian's Chromium driven by Playwright): log in, trigger
-the training DAG with typed Params, see the run succeed, follow a Conveyor extra link.
+the training DAG with typed Params, see the run succeed, follow a Conveyor extra link, open
+the pipelines view and a drift report with the same login, and meet the login form without.
 
 Screenshots of every step go to the test's output directory (``tmp_path``).
 
@@ -84,7 +85,7 @@ def page(tmp_path):
 
 
 def test_trigger_with_params_in_the_ui_and_follow_an_extra_link(
-    airflow_server, demo_registry, page, tmp_path
+    airflow_server, demo_registry, page, tmp_path, settings
 ):
     _, client = airflow_server
     base = client.url.rstrip("/")
@@ -143,3 +144,47 @@ def test_trigger_with_params_in_the_ui_and_follow_an_extra_link(
     page.goto(href if href.startswith("http") else base + href, wait_until="networkidle")
     assert "Expectation" in page.content() or "expect_" in page.content()
     page.screenshot(path=tmp_path / "5-data-docs.png")
+
+    # The pipelines view (the navigation bar's "Conveyor pipelines") in the same login.
+    page.goto(f"{base}/conveyor/", wait_until="networkidle")
+    page.get_by_role("heading", name="breast_cancer", exact=True).wait_for()
+    page.screenshot(path=tmp_path / "6-pipelines-view.png")
+
+    # A drift report with its plots: each <img> is one more request that needs the login.
+    page.goto(f"{base}{drift_report(settings)}", wait_until="networkidle")
+    page.get_by_text("Drift report").first.wait_for()
+    widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert widths and all(w > 0 for w in widths), widths
+    page.screenshot(path=tmp_path / "7-drift-report.png")
+
+    # Logged out (a fresh browser context): the same page leads to the login form.
+    anonymous = page.context.browser.new_context()
+    try:
+        login = anonymous.new_page()
+        login.goto(f"{base}/conveyor/", wait_until="networkidle")
+        login.locator("input[name=username]").wait_for()
+        assert "/auth/login" in login.url, login.url
+    finally:
+        anonymous.close()
+
+
+def drift_report(settings) -> str:
+    """The URL path of a drift report written by the monitoring step's own report writer
+    (``conveyor.monitoring.report``) for drifted breast-cancer traffic."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from conveyor.config import load_pipeline_config, pipeline_path
+    from conveyor.monitoring.drift import build_profile, compute_drift
+    from conveyor.monitoring.report import write_report
+    from conveyor_runtime.datasets import dataset_frame
+    from conveyor_runtime.traffic import traffic_rows
+
+    config = load_pipeline_config(pipeline_path("breast_cancer", settings.pipelines_dir))
+    profile = build_profile(dataset_frame("breast_cancer"), config)
+    live = pd.DataFrame(traffic_rows("breast_cancer", 300, drift=True, seed=3))
+    rel = "conveyor_monitor_breast_cancer/browser_test/drift/try-1/report"
+    written = write_report(compute_drift(profile, live), Path(settings.artifact_root) / rel)
+    assert any(name.endswith(".png") for name in written), written
+    return f"/conveyor/artifacts/{rel}/index.html"
