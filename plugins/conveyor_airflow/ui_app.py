@@ -46,8 +46,9 @@ URL_PREFIX = "/conveyor"
 #: folders (``predictions/``, ``audit/``) are never served.
 REPORT_STEPS = frozenset({"validation", "evaluation", "drift"})
 #: File types served from a report folder; everything else there (snapshot.parquet,
-#: metrics.json, drift.json, fonts...) answers 404.
-SERVED_SUFFIXES = frozenset({".html", ".png", ".css", ".js"})
+#: metrics.json, drift.json...) answers 404. ``.woff2``: the icon font Data Docs' vendored
+#: Font Awesome stylesheet loads (conveyor.validation's offline assets), no data.
+SERVED_SUFFIXES = frozenset({".html", ".png", ".css", ".js", ".woff2"})
 SERVED_NAMES = frozenset({"summary.json"})
 _ATTEMPT = re.compile(r"try-[0-9]+")
 

@@ -176,7 +176,9 @@ def test_paths_cannot_leave_the_artifact_root(api, files, settings, path, status
         ("train_x/run/validation/trial/index.html", False),
         ("predictions/x/date=2026-01-01/index.html", False),
         ("audit/x/summary.json", False),
+        ("train_x/run/validation/try-1/data_docs/static/vendor/webfonts/fa-solid-900.woff2", True),
         ("train_x/run/validation/try-1/data_docs/static/fonts/a.otf", False),
+        ("train_x/run/validation/try-1/data_docs/static/images/logo.svg", False),
     ],
 )
 def test_only_report_files_are_servable(path, served):
