@@ -356,12 +356,43 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result["state"] == "success" else 1
 
 
-def cmd_new_pipeline(args: argparse.Namespace, settings: Settings) -> int:
-    import re
+def cmd_data_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Put a file into the data registry: dvc add, dvc push, git commit (in that order)."""
+    from conveyor.data.registry import is_registry, publish_file
+    from conveyor.data.source import read_tracked_md5
 
+    source = Path(args.path).expanduser()
+    if not source.is_file():
+        raise ConveyorError(f"{source} is not a file: give the CSV or parquet file to add")
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", args.name):
+        raise ConveyorError(f"--name {args.name!r} must be lower_snake_case (e.g. 'churn')")
+    registry = Path(settings.data_registry).expanduser()
+    if "://" in settings.data_registry or not is_registry(registry):
+        raise ConveyorError(
+            f"No local DVC data registry at {settings.data_registry}: create one with "
+            "`conveyor demo init`, or set CONVEYOR_DATA_REGISTRY to a clone of your team's "
+            "registry (a git repository with `dvc init` and a default remote)"
+        )
+    rel = args.dest or f"data/{args.name}{source.suffix.lower() or '.csv'}"
+    with console.status(f"Adding {source} to the data registry as {rel}..."):
+        sha = publish_file(
+            registry, rel, source, message=args.message or f"Add {args.name} data ({source.name})"
+        )
+    md5 = read_tracked_md5(str(registry), rel, sha)
+    console.print(f"[green]Added[/] {rel} to {registry}", soft_wrap=True, highlight=False)
+    console.print(f"  commit {sha[:10]}  md5 {md5}", highlight=False)
+    console.print(
+        f"Next: conveyor new-pipeline {args.name} --from {source} --target COLUMN",
+        soft_wrap=True,
+        highlight=False,
+    )
+    return 0
+
+
+def cmd_new_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     import yaml
 
-    from conveyor.config import load_pipeline_config, pipeline_path
+    from conveyor.config import config_from_mapping, load_pipeline_config, pipeline_path
 
     name = args.name
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
@@ -371,17 +402,57 @@ def cmd_new_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     for path in (target, dag_file):
         if path.exists():
             raise ConveyorError(f"{path} already exists; choose another name or edit it directly")
-    template = load_pipeline_config(pipeline_path(args.template, settings.pipelines_dir))
-    raw = template.model_dump(mode="json", exclude_defaults=False)
-    raw.update(name=name, description=f"TODO: describe {name}", tags=[])
-    raw["data"]["path"] = f"data/{name}.csv"
-    target.write_text(
-        f"# Pipeline {name}: scaffolded from {args.template}.yaml — edit data, validation, model.\n"
-        + yaml.safe_dump(raw, sort_keys=False, width=100)
-    )
+    if args.source:
+        raw, header = _inferred_pipeline(args, settings)
+    else:
+        if args.target:
+            raise ConveyorError("--target needs --from FILE (the data to infer the YAML from)")
+        template = load_pipeline_config(pipeline_path(args.template, settings.pipelines_dir))
+        raw = template.model_dump(mode="json", exclude_defaults=False)
+        raw.update(name=name, description=f"TODO: describe {name}", tags=[])
+        raw["data"]["path"] = f"data/{name}.csv"
+        header = f"# Pipeline {name}: scaffolded from {args.template}.yaml — edit data, validation, model.\n"
+    config_from_mapping(raw, source=target)  # what we write must load
+    target.parent.mkdir(parents=True, exist_ok=True)
+    dag_file.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(header + yaml.safe_dump(raw, sort_keys=False, width=100))
     dag_file.write_text(DAG_TEMPLATE.format(name=name))
-    console.print(f"[green]Created[/] {target} and {dag_file}")
+    console.print(f"[green]Created[/] {target} and {dag_file}", soft_wrap=True)
     return 0
+
+
+def _inferred_pipeline(args: argparse.Namespace, settings: Settings) -> tuple[dict, str]:
+    """The YAML mapping and its header comment for `new-pipeline --from FILE --target COL`."""
+    from conveyor.validation.expectations import read_dataset
+    from conveyor.validation.inference import infer_pipeline
+
+    source = Path(args.source).expanduser()
+    if not args.target:
+        raise ConveyorError("--from needs --target COLUMN: the column the model predicts")
+    fmt = "parquet" if source.suffix.lower() in (".parquet", ".pq") else "csv"
+    frame = read_dataset(source, fmt)
+    data_path = args.data_path
+    if data_path is None:
+        registry = Path(settings.data_registry).expanduser().resolve()
+        resolved = source.resolve()
+        data_path = (
+            resolved.relative_to(registry).as_posix()
+            if resolved.is_relative_to(registry)
+            else f"data/{args.name}{source.suffix.lower() or '.csv'}"  # as `data add` names it
+        )
+    try:
+        raw = infer_pipeline(
+            frame, name=args.name, target=args.target, data_path=data_path, data_format=fmt
+        )
+    except ValueError as exc:
+        raise ConveyorError(f"Cannot infer a pipeline from {source}: {exc}") from None
+    header = (
+        f"# Pipeline {args.name}: inferred from {source.name} ({len(frame)} rows) by "
+        "`conveyor new-pipeline --from`.\n"
+        "# Column types, ranges (observed +/- 10 % of the span), allowed values and\n"
+        "# nullability describe that file: review them, then edit model and metrics.\n"
+    )
+    return raw, header
 
 
 def _metrics_text(tags: dict[str, str], first: str | None, limit: int = 2) -> str:
@@ -734,9 +805,34 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_status
     )
 
+    data = sub.add_parser("data", help="the DVC data registry").add_subparsers(
+        dest="data_command", required=True
+    )
+    add = data.add_parser(
+        "add", help="put a file into the data registry (dvc add, dvc push, git commit)"
+    )
+    add.add_argument("path", help="CSV or parquet file")
+    add.add_argument("--name", required=True, help="dataset name; stored as data/NAME.<ext>")
+    add.add_argument("--dest", default=None, help="path inside the registry instead")
+    add.add_argument("--message", default=None, help="git commit message")
+    add.set_defaults(func=cmd_data_add)
+
     new = sub.add_parser("new-pipeline", help="scaffold a pipeline YAML and its DAG file")
     new.add_argument("name")
-    new.add_argument("--template", default="breast_cancer")
+    new.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="FILE",
+        help="infer validation, task, metrics and search scoring from this data file",
+    )
+    new.add_argument("--target", default=None, help="with --from: the column to predict")
+    new.add_argument(
+        "--data-path",
+        default=None,
+        help="with --from: the file's path in the registry (default data/NAME.<ext>)",
+    )
+    new.add_argument("--template", default="breast_cancer", help="without --from: YAML to copy")
     new.add_argument("--dags-dir", default=None, help="default: $CONVEYOR_PROJECT_DIR/dags")
     new.set_defaults(func=cmd_new_pipeline)
 

@@ -181,6 +181,11 @@ def _copy_atomic(source: Path, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def is_registry(path: str | Path) -> bool:
+    """Whether ``path`` is a local DVC data registry (git + DVC + a default remote)."""
+    return _is_registry(Path(path).expanduser().resolve())
+
+
 def is_tracked(registry: str | Path, rel_path: str) -> bool:
     """Whether ``rel_path`` has a committed ``.dvc`` pointer at the registry's ``HEAD``."""
     root = Path(registry).expanduser().resolve()
