@@ -36,9 +36,10 @@ os.environ.update(
         "CONVEYOR_MLFLOW_ARTIFACTS": str(SESSION_HOME / "mlflow" / "artifacts"),
         # the data watcher polls the registry quickly in tests (default 10 s)
         "CONVEYOR_WATCH_POLL_SECONDS": "3",
-        # deployments in tests verify only against the services the tests start themselves
-        # (tests/e2e/test_deployment.py sets this per test), never a demo left on :8000
-        "CONVEYOR_DEPLOY_VERIFY": "never",
+        # No global CONVEYOR_DEPLOY_VERIFY override: pipelines name no model service by
+        # default (deployments then move production unverified and say so), and the tests
+        # that deploy to a service start their own and point a connection or URL at it
+        # (the session's Airflow DB is private, so no demo's connection is ever used).
         # tests/system/test_worker_kill.py: a killed worker is noticed after 45 s, not
         # 300 s, and retried 5 s later, not 30 s
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45",

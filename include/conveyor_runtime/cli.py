@@ -679,7 +679,9 @@ def cmd_demo_up(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if run_state == "success" else 1
 
 
-def demo_connections(client: Any, settings: Settings, *, token: str) -> list[str]:
+def demo_connections(
+    client: Any, settings: Settings, *, token: str, service_port: int | None = None
+) -> list[str]:
     """Create (or replace) the demo's connections in Airflow's metadata DB from the ports it
     runs on, so `CONVEYOR_SERVE_PORT` and friends move every client (and `airflow
     connections list` shows them)."""
@@ -688,7 +690,7 @@ def demo_connections(client: Any, settings: Settings, *, token: str) -> list[str
             "connection_id": "conveyor_model_service_default",
             "conn_type": "conveyor_model_service",
             "host": "127.0.0.1",
-            "port": SERVICE_PORT,
+            "port": service_port or SERVICE_PORT,
             "schema": "http",
             "password": token,
             "description": "Conveyor demo model service (created by `conveyor demo up`)",

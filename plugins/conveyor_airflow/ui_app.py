@@ -174,7 +174,9 @@ def render_overview(entries: list[dict[str, Any]]) -> str:
             ),
             (
                 "Model service",
-                f'<a href="{_cell(e["service_url"])}/version" target="_blank">{_cell(e["service_url"])}</a>',
+                f'<a href="{_cell(e["service_url"])}/version" target="_blank">{_cell(e["service_url"])}</a>'
+                if e.get("service_url")
+                else '<span class="muted">none configured</span>',
             ),
         ]
         body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -187,14 +189,30 @@ th{{text-align:left;padding-right:1.5rem;font-weight:600;vertical-align:top}}td,
 <body><h1>Conveyor pipelines</h1>{"".join(cards) or "<p>No pipeline YAMLs found.</p>"}</body></html>"""
 
 
+def _overview(names: list[str]) -> list[dict]:
+    """The overview, with each pipeline's model service as deployments see it: the YAML's
+    ``deploy.service_url``, else the default model-service connection."""
+    from conveyor_airflow.config import conf_value
+    from conveyor_airflow.hooks.model_service import server_side_service_url
+
+    entries = pipeline_overview(conveyor_settings(), names)
+    default = server_side_service_url(
+        conf_value("model_service_conn_id", "conveyor_model_service_default")
+    )
+    for entry in entries:
+        if "error" not in entry and not entry.get("service_url"):
+            entry["service_url"] = default
+    return entries
+
+
 @app.get("/", response_class=HTMLResponse)
 def overview_page(names: ReadablePipelines) -> str:
-    return render_overview(pipeline_overview(conveyor_settings(), names))
+    return render_overview(_overview(names))
 
 
 @app.get("/api/pipelines")
 def overview_json(names: ReadablePipelines) -> JSONResponse:
-    return JSONResponse(pipeline_overview(conveyor_settings(), names))
+    return JSONResponse(_overview(names))
 
 
 @app.get("/artifacts/{path:path}")

@@ -182,3 +182,31 @@ def test_handwritten_dag_fails_clearly_on_a_dead_service(env, capfd):
     assert str(version_by_alias(client, NAME, PRODUCTION).version) == str(before.version)
     last = audit.list_events(settings.artifact_root, NAME)[-1]
     assert last.action == "rejected" and str(dead) in last.reason
+
+
+def test_training_as_a_task_group_after_your_own_task(env):
+    """The packaged task-group example: an ETL task, then the whole pipeline as a group."""
+    import shutil
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    import conveyor_airflow.example_dags as examples
+
+    _, client, _ = env
+    dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    source = Path(examples.__file__).with_name("example_conveyor_task_group.py")
+    shutil.copy(source, dags / source.name)
+    bag = DagBag(dag_folder=str(dags))
+    dag = bag.get_dag("example_conveyor_task_group")
+    assert dag is not None, bag.import_errors
+    group = [t for t in dag.task_ids if t.startswith("conveyor_train.")]
+    assert "conveyor_train.deploy_model" in group and len(group) == 8
+    first = dag.get_task("conveyor_train.resolve_inputs")
+    assert first.upstream_task_ids == {"land_new_rows"}
+    dag_run = dag.test()
+    states = {
+        ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()
+    }
+    assert set(states.values()) == {"success"}, states
+    production = version_by_alias(client, "example_breast_cancer", PRODUCTION)
+    assert production is not None and production.tags["conveyor.dag_id"] == dag.dag_id

@@ -84,3 +84,21 @@ def resolve_model_service(
     if hook is not None:
         return hook.base_url(), hook.admin_token(), f"connection {conn_id!r}"
     return None, None, "none configured"
+
+
+def server_side_service_url(conn_id: str | None) -> str | None:
+    """Base URL of the model-service connection ``conn_id`` read where no task runs (the
+    api-server rendering Conveyor's pages): the Task SDK's lookup answers only inside
+    tasks, so this asks Airflow's secrets backends (environment, metadata DB) directly."""
+    if not conn_id or conn_id.lower() == "none":
+        return None
+    try:
+        from airflow.models.connection import Connection
+
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except Exception:  # not defined (or no DB here): no service to link to
+        return None
+    if not conn.host:
+        return None
+    port = f":{conn.port}" if conn.port else ""
+    return f"{conn.schema or 'http'}://{conn.host}{port}"
