@@ -102,18 +102,22 @@ def test_good_run_registers_version_with_full_lineage(env):
         task_ids="validate_data", key="_link_DataDocsLink"
     )
     assert docs_link.startswith("/conveyor/artifacts/train_breast_cancer/")
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from fastapi.testclient import TestClient
 
-    from conveyor_airflow.ui_app import app
-
-    page = TestClient(app).get(docs_link.removeprefix("/conveyor"))
+    # the plugin's pages inside Airflow's own API app, as the demo admin (login required)
+    api = TestClient(create_app("core"))
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    api.headers["Authorization"] = f"Bearer {token}"
+    page = api.get(docs_link)
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
     version_link = dag_run.get_task_instance("register_model").xcom_pull(
         task_ids="register_model", key="_link_ModelVersionLink"
     )
     assert version_link.endswith(f"/#/models/breast_cancer/versions/{mv.version}")
-    overview = TestClient(app).get("/api/pipelines").json()
+    overview = api.get("/conveyor/api/pipelines").json()
     bc = next(e for e in overview if e["name"] == "breast_cancer")
     assert bc["production"]["version"] == str(mv.version)
     assert bc["last_validation"]["success"] is True

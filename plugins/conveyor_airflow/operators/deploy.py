@@ -204,7 +204,7 @@ class DeployModelOperator(ConveyorOperator):
             else None
         )
         if uri:
-            from conveyor_airflow.operators.train import read_snapshot
+            from conveyor.modeling.runs import read_snapshot
 
             frame = read_snapshot(uri)
             return sample_rows(

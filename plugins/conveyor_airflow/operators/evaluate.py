@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor.modeling.runs import read_snapshot
 from conveyor_airflow.links import MlflowRunLink, mlflow_run_url, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
-from conveyor_airflow.operators.train import read_snapshot
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -66,84 +66,32 @@ class RegisterModelOperator(ConveyorOperator):
         self.promote = promote
 
     def run(self, context: Context) -> dict[str, Any]:
-        from conveyor.registry import tracking
-        from conveyor.registry.lineage import cache_key
-        from conveyor.registry.models import lineage_tags, promote, register_version
+        from conveyor.registry.candidates import register_candidate
+        from conveyor_airflow.operators.deploy import service_of
 
         cfg = self.config
-        dag_id, run_id = context["dag"].dag_id, context["run_id"]
-        client = tracking.configure(self.settings)
-        code_rev = self.data["code_rev"]
-        tags = lineage_tags(
-            pipeline=cfg.name,
-            data_repo=self.data["repo"],
-            data_path=self.data["path"],
-            data_rev=self.data["rev"],
-            data_rev_source=self.data.get("rev_source"),
-            data_git_sha=self.data["git_sha"],
-            data_md5=self.data["md5"],
-            validation={
-                k: self.validation.get(k)
-                for k in ("success", "rows", "evaluated", "failed", "docs_uri")
-            },
-            project_git_rev=code_rev,
-            config_hash=cfg.config_hash(),
-            cache_key=cache_key(self.data["md5"], cfg.config_hash(), code_rev),
-            params=self.training.get("best_params") or {},
-            metrics=self.evaluation["candidate"],
-            gate={
-                "passed": self.gate["passed"],
-                "overridden": self.gate["overridden"],
-                "override_reason": self.gate["override_reason"],
-                "reasons": self.gate["reasons"],
-            },
-            estimator=cfg.model.estimator,
-            reference_profile=self.training.get("reference_profile"),
-            trigger_reason=self.data.get("trigger_reason"),
+        registration = register_candidate(
+            cfg,
+            self.settings,
+            data=self.data,
+            validation=self.validation,
+            training=self.training,
+            evaluation=self.evaluation,
+            gate=self.gate,
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+            promote_to_production=bool(self.promote),
         )
-        version, created = register_version(
-            client,
-            name=cfg.model_name,
-            model_uri=self.training["model_uri"],
-            mlflow_run_id=self.training["mlflow_run_id"],
-            model_id=self.training.get("model_id"),
-            dag_id=dag_id,
-            run_id=run_id,
-            tags=tags,
-            description=f"{cfg.description}\nTrained by {dag_id} run {run_id}.",
+        push_link(
+            context, ModelVersionLink, model_version_url(cfg.model_name, registration.version)
         )
-        push_link(context, ModelVersionLink, model_version_url(cfg.model_name, version))
         if self.training.get("experiment_id"):
             push_link(
                 context,
                 MlflowRunLink,
                 mlflow_run_url(self.training["experiment_id"], self.training["mlflow_run_id"]),
             )
-        from conveyor_airflow.operators.deploy import service_of
-
         service_url, _ = service_of(self, cfg)
         if service_url:
             push_link(context, ModelServiceLink, f"{service_url}/version")
-        promoted = False
-        if self.promote:
-            promoted = promote(
-                client,
-                cfg.model_name,
-                version,
-                reason=f"gate passed in {dag_id}/{run_id}",
-                actor=f"airflow:{dag_id}",
-            )
-        self.log.info(
-            "%s v%s (%s); production %s",
-            cfg.model_name,
-            version,
-            "new" if created else "reused from an earlier attempt",
-            "moved to it" if promoted else "unchanged",
-        )
-        return {
-            "model_name": cfg.model_name,
-            "version": version,
-            "created": created,
-            "promoted": promoted,
-            "metrics": self.evaluation["candidate"],
-        }
+        return registration.to_dict()
