@@ -194,105 +194,30 @@ class DeployModelOperator(ConveyorOperator):
         stopped = terminate_children()
         self.log.warning("Deploy task killed; stopped child processes %s", stopped)
 
-    def _rows(self, name: str, version: str) -> list[dict[str, Any]]:
-        from conveyor.deploy.rollout import example_rows, sample_rows
-
-        cfg = self.config
-        uri = (
-            (self.validation or {}).get("snapshot_uri")
-            if isinstance(self.validation, dict)
-            else None
-        )
-        if uri:
-            from conveyor.modeling.runs import read_snapshot
-
-            frame = read_snapshot(uri)
-            return sample_rows(
-                frame, cfg.feature_columns, n=cfg.deploy.smoke_rows, seed=cfg.split.seed
-            )
-        return example_rows(name, version)
-
     def run(self, context: Context) -> dict[str, Any]:
-        import json
-
-        from conveyor.deploy.rollout import check_contract, deploy, smoke_test
-        from conveyor.errors import DeployError
-        from conveyor.registry import tracking
-        from conveyor.registry.lineage import TAG_PREFIX
-        from conveyor.registry.models import tag_value
+        from conveyor.deploy.candidate import deploy_candidate
 
         cfg = self.config
         name, version = self.registration["model_name"], str(self.registration["version"])
-        dag_id, run_id = context["dag"].dag_id, context["run_id"]
         service_url, admin_token = service_of(self, cfg)
-        client = tracking.configure(self.settings)
         push_link(context, ModelVersionLink, model_version_url(name, version))
         if service_url:
             push_link(context, ModelServiceLink, f"{service_url}/version")
-        mv = client.get_model_version(name, version)
-        approval = json.loads(mv.tags.get(f"{TAG_PREFIX}approval") or "null")
-        user = _user(context)
-        if cfg.deploy.require_approval:
-            if not approval or approval.get("decision") != "approved":
-                raise DeployError(
-                    f"{name} v{version} needs an approval (deploy.require_approval) and has "
-                    f"none recorded (conveyor.approval = {approval}); nothing was deployed"
-                )
-            user = approval["by"]
-        contract = check_contract(
-            client, name, version, override_reason=str(self.contract_override_reason or "") or None
-        )
-        rows = self._rows(name, version)
-        smoke = None
-        if cfg.deploy.smoke_test:
-            smoke = smoke_test(
-                f"models:/{name}/{version}", rows, latency_budget_ms=cfg.deploy.latency_budget_ms
-            ).to_dict()
-        else:
-            self.log.warning("Smoke test disabled by deploy.smoke_test: false")
-        result = deploy(
-            client,
+        validation = self.validation if isinstance(self.validation, dict) else {}
+        return deploy_candidate(
+            cfg,
+            self.settings,
             name=name,
             version=version,
-            reason=f"deployed by {dag_id}/{run_id} after the gate"
-            + (f", approved by {approval['by']}" if approval else ""),
-            user=user,
-            artifact_root=self.settings.artifact_root,
+            user=_user(context),
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+            snapshot_uri=validation.get("snapshot_uri"),
             service_url=service_url,
-            verify=str(self.verify or cfg.deploy.verify),
-            rows=rows[:5],
-            timeout=cfg.deploy.verify_timeout_seconds,
-            dag_id=dag_id,
-            run_id=run_id,
-            details={"contract": contract.to_dict(), "smoke": smoke, "approval": approval},
             admin_token=admin_token,
+            verify=self.verify,
+            contract_override_reason=str(self.contract_override_reason or "") or None,
         )
-        client.set_model_version_tag(
-            name,
-            version,
-            f"{TAG_PREFIX}deployment",
-            tag_value(
-                {
-                    "verified": result.verified,
-                    "verification": result.verification,
-                    "event": result.event_id,
-                    "service_url": service_url,
-                }
-            ),
-        )
-        self.log.info(
-            "%s v%s is production (was %s); %s",
-            name,
-            version,
-            f"v{result.previous_version}" if result.previous_version else "none",
-            result.verification,
-        )
-        return {
-            **result.to_dict(),
-            "contract": contract.to_dict(),
-            "smoke": smoke,
-            "service_url": service_url,
-        }
 
 
 class RollbackModelOperator(ConveyorOperator):
