@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from conveyor_airflow.compat import AirflowSkipException
@@ -10,6 +11,8 @@ from conveyor_airflow.operators.base import ConveyorOperator, as_bool
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from conveyor.config import PipelineConfig
 
 #: XCom key under which the decision is pushed (also when the task is skipped).
 DECISION_KEY = "gate_decision"
@@ -25,6 +28,10 @@ class ModelGateOperator(ConveyorOperator):
     :param evaluation: XCom of :class:`EvaluateModelOperator`. (templated)
     :param override: Pass the gate regardless of metrics. (templated)
     :param override_reason: Mandatory with ``override``; recorded on the version. (templated)
+    :param thresholds: Minimum (or, for error metrics, maximum) value per metric, e.g.
+        ``{"roc_auc": 0.95}``; default the config's ``metrics.thresholds``.
+    :param max_regression: How much worse than production any gated metric may be; default
+        the config's ``metrics.max_regression``.
     """
 
     template_fields: Sequence[str] = (
@@ -36,12 +43,34 @@ class ModelGateOperator(ConveyorOperator):
     ui_color = "#f0c419"
 
     def __init__(
-        self, *, evaluation: Any, override: Any = False, override_reason: str = "", **kwargs: Any
+        self,
+        *,
+        evaluation: Any,
+        override: Any = False,
+        override_reason: str = "",
+        thresholds: dict[str, float] | None = None,
+        max_regression: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.evaluation = evaluation
         self.override = override
         self.override_reason = override_reason
+        self.thresholds = thresholds
+        self.max_regression = max_regression
+
+    @cached_property
+    def config(self) -> PipelineConfig:
+        config = ConveyorOperator.config.func(self)  # type: ignore[attr-defined]
+        update: dict[str, Any] = {}
+        if self.thresholds is not None:
+            update["thresholds"] = dict(self.thresholds)
+        if self.max_regression is not None:
+            update["max_regression"] = float(self.max_regression)
+        if not update:
+            return config
+        metrics = type(config.metrics).model_validate({**config.metrics.model_dump(), **update})
+        return config.model_copy(update={"metrics": metrics})
 
     def run(self, context: Context) -> dict[str, Any]:
         from conveyor.modeling.gate import decide
