@@ -67,6 +67,28 @@ def test_dvc_hook_registry_and_remote_credentials(monkeypatch, demo_registry, se
     }
     ok, message = hook.test_connection()
     assert ok and "is at" in message, message
+    # the keys of an existing aws connection instead of its own
+    conn(
+        monkeypatch,
+        "team_aws",
+        conn_type="aws",
+        login="AKIA-AWS",
+        password="aws-secret",
+        extra={"endpoint_url": "http://s3.internal:9000", "region_name": "eu-west-1"},
+    )
+    conn(
+        monkeypatch,
+        "reg_aws",
+        conn_type="conveyor_dvc",
+        host=settings.data_registry,
+        extra={"aws_conn_id": "team_aws"},
+    )
+    assert DvcRegistryHook("reg_aws").env() == {
+        "AWS_ACCESS_KEY_ID": "AKIA-AWS",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "AWS_ENDPOINT_URL": "http://s3.internal:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
 
 
 def test_model_service_resolution_order(monkeypatch):

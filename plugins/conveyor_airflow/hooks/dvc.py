@@ -2,8 +2,8 @@
 ``conveyor_dvc`` Connection.
 
 Fields: ``host`` = the registry's git URL or path (or the extra ``repo``); ``login`` /
-``password`` = the S3 remote's access key and secret; extras ``endpoint_url`` (MinIO),
-``region``. They become the variables DVC's S3 client reads, so no key sits in a config file.
+``password`` = the S3 remote's access key and secret, or the extra ``aws_conn_id`` naming
+an existing ``aws`` connection that holds them; extras ``endpoint_url`` (MinIO), ``region``. They become the variables DVC's S3 client reads, so no key sits in a config file.
 """
 
 from __future__ import annotations
@@ -46,9 +46,21 @@ class DvcRegistryHook(ConveyorHook):
         return str(repo)
 
     def env(self) -> dict[str, str]:
-        """Variables DVC's remote clients (boto3/s3fs) read."""
+        """Variables DVC's remote clients (boto3/s3fs) read. The keys come from this
+        connection's login/password, or from an existing ``aws`` connection named by the
+        extra ``aws_conn_id`` (its login/password, and its extras ``endpoint_url`` /
+        ``region_name``)."""
         conn, extras = self.connection, self.extras
         env: dict[str, str] = {}
+        if extras.get("aws_conn_id"):
+            aws = self.get_connection(str(extras["aws_conn_id"]))
+            aws_extra = dict(aws.extra_dejson or {})
+            extras = {
+                "endpoint_url": aws_extra.get("endpoint_url"),
+                "region": aws_extra.get("region_name"),
+                **{k: v for k, v in extras.items() if v},
+            }
+            conn = aws
         if conn.login:
             env["AWS_ACCESS_KEY_ID"] = conn.login
         if conn.password:
