@@ -14,6 +14,7 @@ from typing import Any
 from conveyor.artifacts import join_url
 from conveyor.config import list_pipelines, load_pipeline_config, pipeline_path
 from conveyor.errors import ConveyorError
+from conveyor.registry.pin import pin_from_tags
 from conveyor.registry.production import alias_tags
 from conveyor.settings import Settings
 
@@ -90,6 +91,7 @@ def pipeline_overview(
                 "config_hash": tags.get("conveyor.config_hash"),
                 "trained_by": f"{tags.get('conveyor.dag_id')} / {tags.get('conveyor.run_id')}",
                 "gate": _json(tags.get("conveyor.gate")),
+                "pinned": pin_from_tags(tags),
             }
         entry["last_validation"] = latest_step_summary(
             settings, f"train_{name}", "validation", "summary.json"

@@ -501,6 +501,8 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
         names = sorted(aliases.get(str(mv.version), []), key=lambda a: a != "production")
         if mv.tags.get("conveyor.complete") != "true":
             names.append("(incomplete)")
+        if mv.tags.get("conveyor.pinned"):
+            names.append("(pinned)")
         created = datetime.fromtimestamp(mv.creation_timestamp / 1000).strftime("%m-%d %H:%M")
         table.add_row(
             str(mv.version),
@@ -510,6 +512,14 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
             _metrics_text(mv.tags, primary),
         )
     console.print(table)
+    pinned = next((mv for mv in versions if mv.tags.get("conveyor.pinned")), None)
+    if pinned is not None:
+        pin = json.loads(pinned.tags["conveyor.pinned"])
+        console.print(
+            f"production pinned to v{pinned.version} by {pin.get('by')}: {pin.get('reason')} "
+            f"(release: conveyor models release {args.pipeline} --reason ...)",
+            soft_wrap=True,
+        )
     console.print(
         f"Lineage of a version: conveyor models lineage {args.pipeline} VERSION",
         style="dim",

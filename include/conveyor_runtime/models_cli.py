@@ -1,4 +1,4 @@
-"""``conveyor models show|lineage|reproduce|promote|rollback|audit``: the registry from a terminal.
+"""``conveyor models show|lineage|reproduce|promote|rollback|release|audit``: the registry from a terminal.
 
 Registered by :func:`register_commands` on the ``models`` sub-command parser of
 ``conveyor_runtime.cli``. Promotion and rollback go through the same verified switch as the
@@ -28,7 +28,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     aliases = ",".join(getattr(mv, "aliases", []) or []) or "-"
     print(f"{args.pipeline} v{mv.version}  aliases: {aliases}  run: {mv.run_id}")
     print(f"source: {mv.source}")
-    for key in ("metrics", "gate", "approval", "deployment", "promoted", "last_event"):
+    for key in ("pinned", "metrics", "gate", "approval", "deployment", "promoted", "last_event"):
         value = mv.tags.get(f"conveyor.{key}")
         if value:
             print(f"{key:>11}: {value}")
@@ -47,6 +47,10 @@ def cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
     }
     for key, value in facts.items():
         print(f"{key}: {value}")
+    from conveyor.scoring.runs import find_records
+
+    for record in find_records(settings.artifact_root, args.pipeline, version=str(mv.version)):
+        print(record.lineage_line())
     return 0
 
 
@@ -86,6 +90,7 @@ def _switch(args: argparse.Namespace, settings: Settings, action: str) -> int:
     from conveyor.deploy.rollout import example_rows, rollback, switch_production
     from conveyor.registry import tracking
     from conveyor.registry.audit import cli_actor
+    from conveyor.registry.pin import release_pin
     from conveyor_runtime.services import demo_service_url
 
     cfg = _config(settings, args.pipeline)
@@ -112,10 +117,43 @@ def _switch(args: argparse.Namespace, settings: Settings, action: str) -> int:
             details={"manual": True},
             **common,
         )
+        # an explicit promotion is a decision about production: it ends a rollback's pin
+        release_pin(
+            client,
+            settings.artifact_root,
+            cfg.model_name,
+            reason=f"promoted v{result.version}: {args.reason}",
+            user=common["user"],
+        )
     print(
         f"{cfg.model_name} production: v{result.previous_version or '-'} -> v{result.version} "
         f"({result.verification}); audit event {result.event_id}"
     )
+    if action == "rollback":
+        print(
+            f"production is pinned to v{result.version}: later runs register candidates but do "
+            f"not deploy them until `conveyor models release {args.pipeline} --reason ...`"
+        )
+    return 0
+
+
+def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
+    """Lift a rollback's pin: the next passing run may move production again."""
+    from conveyor.registry import tracking
+    from conveyor.registry.audit import cli_actor
+    from conveyor.registry.pin import release_pin
+
+    cfg = _config(settings, args.pipeline)
+    client = tracking.configure(settings)
+    pin = release_pin(
+        client, settings.artifact_root, cfg.model_name, reason=args.reason, user=cli_actor()
+    )
+    if pin is None:
+        print(f"{cfg.model_name} production is not pinned; nothing to release")
+    else:
+        print(
+            f"Released the pin of {cfg.model_name} production (v{pin['version']}, {pin['reason']})"
+        )
     return 0
 
 
@@ -143,9 +181,14 @@ def register_commands(models: Any) -> None:
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     audit.set_defaults(func=cmd_audit)
 
+    release = models.add_parser("release", help="lift a rollback's pin on production (audited)")
+    release.add_argument("pipeline")
+    release.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    release.set_defaults(func=cmd_release)
+
     for action, text in (
-        ("promote", "move production to VERSION (verified against the service; audited)"),
-        ("rollback", "move production back to VERSION (default: the previous production)"),
+        ("promote", "move production to VERSION and release any pin (verified; audited)"),
+        ("rollback", "move production back to VERSION (default: the previous one) and pin it"),
     ):
         cmd = models.add_parser(action, help=text)
         cmd.add_argument("pipeline")

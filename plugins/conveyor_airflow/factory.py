@@ -323,11 +323,12 @@ ROLLBACK_DAG_ID = "conveyor_rollback"
 
 
 def build_rollback_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
-    """Manual rollback: move ``production`` back to a version that served before.
+    """Manual rollback: move ``production`` back to a version that served before, and pin it.
 
-    Triggered from the UI (or REST) with Params: the pipeline, the target version
-    (empty: the previous production version per the audit trail) and a reason
-    (required). Validates the target, moves the alias, verifies the service, audits.
+    Triggered from the UI (or REST) with Params: the pipeline, the action (``rollback`` or
+    ``release``), the target version (empty: the previous production version per the audit
+    trail) and a reason (required). A rollback validates the target, moves the alias,
+    verifies the service, pins production there and audits; ``release`` lifts the pin.
     """
     from conveyor.config import list_pipelines
 
@@ -348,8 +349,18 @@ def build_rollback_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
         max_active_runs=1,
         tags=["conveyor", "rollback"],
         default_args={"owner": "conveyor", "retries": 1, "retry_delay": timedelta(seconds=10)},
+        # Triggered on demand only: paused, a REST trigger would wait in `queued` forever.
+        is_paused_upon_creation=False,
         params={
             "pipeline": pipeline_param,
+            "action": Param(
+                "rollback",
+                type="string",
+                enum=["rollback", "release"],
+                title="Action",
+                description="rollback: move production back and pin it there (later runs "
+                "register candidates but do not deploy them); release: lift that pin.",
+            ),
             "version": Param(
                 "",
                 type="string",
@@ -372,6 +383,7 @@ def build_rollback_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
             pipeline="{{ params.pipeline }}",
             version="{{ params.version }}",
             reason="{{ params.reason }}",
+            action="{{ params.action or 'rollback' }}",
             execution_timeout=timedelta(minutes=10),
         )
     return dag

@@ -138,7 +138,17 @@ def render_overview(entries: list[dict[str, Any]]) -> str:
             ("Task / estimator", f"{_cell(e['task'])} · <code>{_cell(e['estimator'])}</code>"),
             (
                 "Production version",
-                _cell(prod.get("version")) if prod else '<span class="muted">none yet</span>',
+                (
+                    _cell(prod.get("version"))
+                    + (
+                        f' <span class="bad">pinned by {_cell(prod["pinned"].get("by"))}: '
+                        f"{_cell(prod['pinned'].get('reason'))}</span>"
+                        if prod.get("pinned")
+                        else ""
+                    )
+                )
+                if prod
+                else '<span class="muted">none yet</span>',
             ),
             ("Metrics", _metrics(prod.get("metrics"))),
             (

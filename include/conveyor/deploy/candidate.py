@@ -51,6 +51,9 @@ def deploy_candidate(
 ) -> dict[str, Any]:
     """Deploy ``name`` v``version`` (see the module docstring); returns the JSON-safe result.
 
+    While production is pinned (a manual rollback) nothing moves: the result says so and
+    carries the pin (``pinned``).
+
     Raises
     ------
     DeployError
@@ -62,8 +65,23 @@ def deploy_candidate(
     from conveyor.registry import tracking
     from conveyor.registry.lineage import TAG_PREFIX
     from conveyor.registry.models import tag_value
+    from conveyor.registry.pin import current_pin, pin_note
 
     client = tracking.configure(settings)
+    pin = current_pin(client, name)
+    if pin is not None and pin["version"] != str(version):
+        note = f"v{version} registered but not deployed: " + pin_note(name, pin)
+        log.warning("%s", note)
+        return {
+            "model": name,
+            "version": str(version),
+            "previous_version": pin["version"],
+            "moved": False,
+            "verified": False,
+            "verification": note,
+            "event_id": None,
+            "pinned": pin,
+        }
     mv = client.get_model_version(name, version)
     approval = json.loads(mv.tags.get(f"{TAG_PREFIX}approval") or "null")
     if config.deploy.require_approval:

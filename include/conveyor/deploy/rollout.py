@@ -36,6 +36,7 @@ from conveyor.children import run_child
 from conveyor.errors import DeployError, RegistryError
 from conveyor.registry import audit
 from conveyor.registry.models import COMPLETE_TAG, PRODUCTION, promote, version_by_alias
+from conveyor.registry.pin import pin_production
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -710,15 +711,18 @@ def rollback(
     dag_id: str | None = None,
     run_id: str | None = None,
     admin_token: str | None = None,
+    pin: bool = True,
 ) -> DeployResult:
-    """Manually move ``production`` back to ``version`` (default: the previous one)."""
+    """Manually move ``production`` back to ``version`` (default: the previous one) and pin
+    it there (``pin``): later runs register candidates but leave production alone until
+    the pin is released."""
     if not (reason or "").strip():
         raise DeployError("A rollback needs a reason; it is recorded in the audit trail")
     target, current = check_rollback_target(client, artifact_root, name, version)
     if target == current:
         log.info("%s production is v%s already; verifying only", name, target)
     rows = example_rows(name, target)
-    return switch_production(
+    result = switch_production(
         client,
         name=name,
         version=target,
@@ -735,6 +739,19 @@ def rollback(
         details={"manual": True},
         admin_token=admin_token,
     )
+    if pin:
+        # later runs must not quietly undo the rollback (conveyor.registry.pin)
+        pin_production(
+            client,
+            artifact_root,
+            name,
+            result.version,
+            reason=f"rollback: {reason}",
+            user=user,
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+    return result
 
 
 def record_approval(

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Action = Literal["promote", "rollback", "rejected"]
-ACTIONS: tuple[str, ...] = ("promote", "rollback", "rejected")
+Action = Literal["promote", "rollback", "rejected", "pin", "release"]
+ACTIONS: tuple[str, ...] = ("promote", "rollback", "rejected", "pin", "release")
 LAST_EVENT_TAG = f"{TAG_PREFIX}last_event"
 #: Prefixes of the actors that are not an Airflow user.
 CLI_PREFIX, AIRFLOW_PREFIX = "cli:", "airflow:"

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from conveyor.config import PipelineConfig
 from conveyor.data.source import read_tracked_md5, resolve_rev
 from conveyor.registry.lineage import cache_key
+from conveyor.registry.pin import pin_from_tags
 from conveyor.registry.production import alias_tags
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,21 @@ def check_inputs(
     production = alias_tags(tracking_uri, config.model_name)
     prod_key = production.get("conveyor.cache_key") if production else None
     prod_version = production.get("version") if production else None
+    pinned = pin_from_tags(production)
+    twin = (
+        _candidate_with_key(tracking_uri, config.model_name, key)
+        if pinned and prod_key != key
+        else None
+    )
     if force:
         skip, reason = False, "force=true: retraining regardless of the cache"
+    elif twin is not None:
+        skip = True
+        reason = (
+            f"inputs equal candidate v{twin} (registered while production is pinned to "
+            f"v{pinned['version']} by {pinned.get('by')}): nothing new to register. Trigger "
+            "with force=true to retrain anyway, or release the pin."
+        )
     elif production is None:
         skip, reason = False, "no production model yet: training"
     elif prod_key == key:
@@ -76,6 +90,10 @@ def check_inputs(
         )
     else:
         skip, reason = False, f"inputs differ from production v{prod_version}: training"
+    if pinned and not skip:
+        reason += (
+            f"; production is pinned to v{pinned['version']}: the candidate will not be deployed"
+        )
     return InputsCheck(
         repo=repo,
         path=config.data.path,
@@ -90,3 +108,20 @@ def check_inputs(
         skip=skip,
         reason=reason,
     )
+
+
+def _candidate_with_key(tracking_uri: str, name: str, key: str) -> str | None:
+    """A complete version of ``name`` with cache key ``key`` (only asked while production is
+    pinned: runs then register candidates without deploying them, and an unchanged rerun
+    must not register a copy)."""
+    from mlflow import MlflowClient
+
+    from conveyor.registry.lineage import TAG_PREFIX, filter_value
+    from conveyor.registry.models import COMPLETE_TAG
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    found = client.search_model_versions(
+        f"name = {filter_value(name)} and tags.`{TAG_PREFIX}cache_key` = {filter_value(key)}"
+    )
+    complete = [v for v in found if v.tags.get(COMPLETE_TAG) == "true"]
+    return str(max(int(v.version) for v in complete)) if complete else None

@@ -114,8 +114,13 @@ def register_candidate(
         tags=tags,
         description=f"{config.description}\nTrained by {dag_id} run {run_id}.",
     )
+    from conveyor.registry.pin import current_pin, pin_note
+
     promoted = False
-    if promote_to_production:
+    pin = current_pin(client, config.model_name) if promote_to_production else None
+    if pin is not None:
+        log.warning("v%s not promoted: %s", version, pin_note(config.model_name, pin))
+    elif promote_to_production:
         promoted = promote(
             client,
             config.model_name,

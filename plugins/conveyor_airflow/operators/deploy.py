@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Param
 
+from conveyor_airflow.compat import AirflowSkipException
 from conveyor_airflow.config import conveyor_settings
 from conveyor_airflow.links import ModelServiceLink, ModelVersionLink, model_version_url, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
@@ -204,7 +205,7 @@ class DeployModelOperator(ConveyorOperator):
         if service_url:
             push_link(context, ModelServiceLink, f"{service_url}/version")
         validation = self.validation if isinstance(self.validation, dict) else {}
-        return deploy_candidate(
+        result = deploy_candidate(
             cfg,
             self.settings,
             name=name,
@@ -218,6 +219,10 @@ class DeployModelOperator(ConveyorOperator):
             verify=self.verify,
             contract_override_reason=str(self.contract_override_reason or "") or None,
         )
+        if result.get("pinned"):  # a manual rollback holds production: nothing to deploy
+            context["ti"].xcom_push(key="return_value", value=result)
+            raise AirflowSkipException(result["verification"])
+        return result
 
 
 class RollbackModelOperator(ConveyorOperator):
@@ -228,6 +233,8 @@ class RollbackModelOperator(ConveyorOperator):
     :param reason: Why (required; recorded in the audit trail). (templated)
     :param model_service_conn_id: / :param service_url: / :param verify: as for
         :class:`DeployModelOperator`.
+    :param action: ``rollback`` (default; production is pinned to the target afterwards) or
+        ``release`` (lift the pin, nothing else). (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -236,6 +243,7 @@ class RollbackModelOperator(ConveyorOperator):
         "reason",
         "service_url",
         "verify",
+        "action",
     )
     ui_color = "#d62728"
     operator_extra_links = (ModelServiceLink(), ModelVersionLink())
@@ -248,11 +256,13 @@ class RollbackModelOperator(ConveyorOperator):
         model_service_conn_id: str | None = None,
         service_url: str | None = None,
         verify: str | None = None,
+        action: str = "rollback",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.version = version
         self.reason = reason
+        self.action = action
         self.model_service_conn_id = model_service_conn_id
         self.service_url = service_url
         self.verify = verify
@@ -263,6 +273,8 @@ class RollbackModelOperator(ConveyorOperator):
 
         cfg = self.config
         dag_id = context["dag"].dag_id
+        if str(self.action or "rollback").strip() == "release":
+            return self._release(context)
         version = str(self.version or "").strip()
         if version.lower() in ("none", "null"):
             version = ""
@@ -293,3 +305,23 @@ class RollbackModelOperator(ConveyorOperator):
             result.verification,
         )
         return result.to_dict()
+
+    def _release(self, context: Context) -> dict[str, Any]:
+        from conveyor.errors import DeployError
+        from conveyor.registry import tracking
+        from conveyor.registry.pin import release_pin
+
+        reason = str(self.reason or "").strip()
+        if not reason:
+            raise DeployError("Releasing a pin needs a reason; it is recorded in the audit trail")
+        pin = release_pin(
+            tracking.configure(self.settings),
+            self.settings.artifact_root,
+            self.config.model_name,
+            reason=reason,
+            user=_user(context),
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+        )
+        self.log.info("Pin of %s: %s", self.config.model_name, pin or "none to release")
+        return {"model": self.config.model_name, "released": pin}
