@@ -47,6 +47,55 @@ class DataSource(_Strict):
     format: Literal["csv", "parquet"] = "csv"
 
 
+class MessageTriggerSpec(BaseModel):
+    """Start a training run on a message: Airflow's common-messaging ``MessageQueueTrigger``.
+
+    ``scheme`` picks the queue provider (``redis+pubsub``; ``sqs``, ``kafka`` with their
+    providers installed); every other key is that provider's own trigger argument (for
+    Redis: ``channels``, ``redis_conn_id``, ``poll_interval``) and must be a plain value.
+    The message body is JSON ``{"reason": "...", "rev": "<optional commit/branch/tag>",
+    "force": <optional bool>}``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    scheme: str = Field(pattern=r"^[a-z][a-z0-9+.-]*$", description="e.g. 'redis+pubsub'.")
+
+    @model_validator(mode="after")
+    def _plain_arguments(self) -> MessageTriggerSpec:
+        for key, value in (self.model_extra or {}).items():
+            if key == "queue":
+                raise ValueError(
+                    "triggers.message.queue is deprecated by the common-messaging provider: "
+                    "give scheme plus the provider's arguments (e.g. channels, redis_conn_id)"
+                )
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str | int | float | bool) for v in items):
+                raise ValueError(
+                    f"triggers.message.{key} must be a plain value or a list of them "
+                    f"(trigger arguments are stored as literals), got {value!r}"
+                )
+        return self
+
+
+class TriggersSpec(_Strict):
+    """What starts a training run besides the UI and ``schedule`` (see README, "Start a
+    retraining"). Not part of the config hash: it does not shape the model."""
+
+    data: bool = Field(
+        default=True,
+        description="Watch the DVC registry for new versions of the data (DvcUpdateTrigger).",
+    )
+    message: MessageTriggerSpec | None = Field(
+        default=None, description="Retrain on a message (Redis pub/sub, SQS, Kafka)."
+    )
+    on_change: bool = Field(
+        default=False,
+        description="Retrain when this YAML's config hash or the Conveyor version differs "
+        "from production's lineage (ConfigChangeTrigger).",
+    )
+
+
 class ColumnSpec(_Strict):
     """Expectations on one column."""
 
@@ -221,6 +270,8 @@ class PipelineConfig(_Strict):
     monitor: MonitorSpec = MonitorSpec()
     schedule: str | None = Field(default=None, description="Cron or preset, e.g. '@daily'.")
     tags: list[str] = Field(default_factory=list)
+    # exclude: not in model_dump, so not in config_hash (when a run starts shapes no model)
+    triggers: TriggersSpec = Field(default_factory=TriggersSpec, exclude=True)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> PipelineConfig:

@@ -77,7 +77,7 @@ def data_asset(config: PipelineConfig, settings: Settings, *, watch: bool = DATA
     every re-parse.
     """
     watchers = []
-    if watch:
+    if watch and config.triggers.data:
         trigger = DvcUpdateTrigger(
             repo=config.data.repo or settings.data_registry,
             path=config.data.path,
@@ -87,7 +87,36 @@ def data_asset(config: PipelineConfig, settings: Settings, *, watch: bool = DATA
             poll_interval=WATCH_POLL_SECONDS,
         )
         watchers.append(AssetWatcher(name=f"dvc_watch_{config.name}", trigger=trigger))
+    watchers.extend(retraining_watchers(config, settings))
     return Asset(name=data_asset_name(config.name), watchers=watchers)
+
+
+def retraining_watchers(config: PipelineConfig, settings: Settings) -> list[AssetWatcher]:
+    """Watchers of the YAML's ``triggers`` section: a message queue (``triggers.message``,
+    its provider imported only then) and code/config changes (``triggers.on_change``)."""
+    watchers = []
+    if config.triggers.message is not None:
+        from conveyor_airflow.triggers.message import message_trigger
+
+        spec = config.triggers.message.model_dump()
+        watchers.append(
+            AssetWatcher(
+                name=f"message_watch_{config.name}", trigger=message_trigger(config.name, spec)
+            )
+        )
+    if config.triggers.on_change:
+        from conveyor.__about__ import __version__
+        from conveyor_airflow.triggers.config_change import ConfigChangeTrigger
+
+        trigger = ConfigChangeTrigger(
+            model_name=config.model_name,
+            tracking_uri=settings.mlflow_tracking_uri,
+            config_hash=config.config_hash(),
+            conveyor_version=__version__,
+            poll_interval=max(WATCH_POLL_SECONDS, 1.0),
+        )
+        watchers.append(AssetWatcher(name=f"code_watch_{config.name}", trigger=trigger))
+    return watchers
 
 
 def pipeline_schedule(config: PipelineConfig, asset: Asset):

@@ -118,7 +118,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": INTEGRATION,
-                "python-modules": ["conveyor_airflow.triggers.dvc_update"],
+                "python-modules": [
+                    "conveyor_airflow.triggers.dvc_update",
+                    "conveyor_airflow.triggers.config_change",
+                ],
             }
         ],
         "hooks": [

@@ -356,6 +356,8 @@ def validate_frame(
                        "unexpected_percent": float | None, "examples": [...],
                        "observed": ... | None, "error": str | None,
                        "rows": [row labels of the examples] | None}, ...],
+         "expectations": [{"expectation": "expect_...", "column": str | None,
+                           "success": bool}, ...],
          "docs_index": str | None}
 
     ``error`` is set when GX could not evaluate an expectation at all (missing column,
@@ -436,6 +438,17 @@ def validate_frame(
         "evaluated": len(results),
         "failed": len(failures),
         "failures": [{k: v for k, v in f.items() if not k.startswith("_")} for f in failures],
+        # every expectation's outcome, in suite order (OpenLineage's assertions facet)
+        "expectations": [
+            {
+                "expectation": r.expectation_config.type,
+                "column": None
+                if r.expectation_config.kwargs.get("column") is None
+                else str(r.expectation_config.kwargs["column"]),
+                "success": bool(r.success),
+            }
+            for r in results
+        ],
         "docs_index": docs_index,
     }
     log.info(

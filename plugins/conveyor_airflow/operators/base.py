@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from conveyor_airflow.compat import AirflowException, AirflowFailException
+from conveyor_airflow.lineage import OpenLineageMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -120,7 +121,7 @@ class PipelineMixin:
         )
 
 
-class ConveyorOperator(PipelineMixin, BaseOperator):
+class ConveyorOperator(OpenLineageMixin, PipelineMixin, BaseOperator):
     """Base class: one step of a pipeline.
 
     :param pipeline: Name of the pipeline YAML under ``[conveyor] pipelines_dir``.
@@ -174,7 +175,8 @@ class ConveyorOperator(PipelineMixin, BaseOperator):
             os.environ.setdefault(var, str(self.n_jobs))
         logging.getLogger("conveyor").setLevel(logging.INFO)
         try:
-            return self.run(context)
+            self.conveyor_result = self.run(context)  # OpenLineage reports it (lineage.py)
+            return self.conveyor_result
         except RegistryError as exc:
             # The tracking server may come back: let Airflow's retries (with backoff) try again.
             raise AirflowException(str(exc)) from exc

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor_airflow.compat import AirflowFailException, AirflowSkipException
 from conveyor_airflow.operators.base import ConveyorOperator, as_bool
+from conveyor_airflow.triggers.message import is_message_payload, payload_from_message
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -30,6 +31,8 @@ def event_payload(context: Context) -> dict[str, Any] | None:
         for event in asset_events:
             extra = getattr(event, "extra", None) or {}
             payload = extra.get("payload", extra)
+            if is_message_payload(payload) and not ("rev" in payload or "status" in payload):
+                payload = payload_from_message(payload)  # triggers.message: same shape
             if not isinstance(payload, dict) or not ("rev" in payload or "status" in payload):
                 continue
             stamp = getattr(event, "timestamp", None)
@@ -105,7 +108,9 @@ class _RevisionMixin:
                 raise AirflowFailException(
                     f"The data watcher reported an error: {payload.get('message')}"
                 )
-            return payload.get("repo") or repo, str(payload["rev"]), "asset_event"
+            # a message or a code change names no revision: the tracked branch's head
+            rev = payload.get("rev") or self.config.data.rev
+            return payload.get("repo") or repo, str(rev), "asset_event"
         return repo, self.config.data.rev, "branch"
 
 
@@ -162,6 +167,7 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
         from conveyor.registry.caching import check_inputs
 
         repo, rev, source = self.resolve_revision(context)
+        payload = (event_payload(context) or {}) if source == "asset_event" else {}
         result = check_inputs(
             self.config,
             repo=repo,
@@ -169,7 +175,7 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
             rev_source=source,
             tracking_uri=self.settings.mlflow_tracking_uri,
             code_rev=self.code_identity(context),
-            force=as_bool(self.force),
+            force=as_bool(self.force) or payload.get("force") is True,
         )
         self.log.info(
             "Data %s at %r (from %s) = commit %s, md5 %s",
@@ -184,7 +190,7 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
             raise AirflowSkipException(f"Skipping the run: {result.reason}")
         trigger_reason = None
         if source == "asset_event":
-            trigger_reason = (event_payload(context) or {}).get("reason") or "new data version"
+            trigger_reason = payload.get("reason") or "new data version"
             self.log.info("Started by a data asset event: %s", trigger_reason)
         # About to train: fail now, not after pulling and validating, if the estimator
         # path in the YAML is wrong (checking it at parse time would import sklearn).

@@ -61,6 +61,7 @@ class DataValidationOperator(ConveyorOperator):
                 rel = Path(summary["docs_index"]).relative_to(Path(tmp) / "docs").as_posix()
                 docs_uri = f"{docs_root}/{rel}"
             summary = {**summary, "docs_index": docs_uri}
+            self.validation_summary = summary  # OpenLineage's assertions facet (lineage.py)
             out.write_json("summary.json", summary)
             snapshot_uri = None
             if failure is None:
