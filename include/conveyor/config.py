@@ -253,6 +253,28 @@ class MonitorSpec(_Strict):
     )
 
 
+class RetentionSpec(_Strict):
+    """What housekeeping (``conveyor housekeeping``, the ``conveyor_housekeeping`` DAG) may
+    delete. Never deleted: audit records, the production, candidate and pinned versions,
+    every version the audit trail names, the runs those versions came from, and anything
+    younger than ``min_age_hours`` (a run may still be going)."""
+
+    keep_runs: int = Field(
+        default=30, ge=1, description="Artifact folders kept per DAG (newest first)."
+    )
+    prediction_log_days: int = Field(
+        default=30, ge=1, description="Days of prediction logs kept (by their date partition)."
+    )
+    candidate_days: int = Field(
+        default=30,
+        ge=1,
+        description="Model versions that never reached production are deleted after this.",
+    )
+    min_age_hours: float = Field(
+        default=24, ge=0, description="Nothing younger than this is touched."
+    )
+
+
 class PipelineConfig(_Strict):
     """One model's pipeline: data, expectations, estimator, metrics and deployment."""
 
@@ -272,6 +294,8 @@ class PipelineConfig(_Strict):
     tags: list[str] = Field(default_factory=list)
     # exclude: not in model_dump, so not in config_hash (when a run starts shapes no model)
     triggers: TriggersSpec = Field(default_factory=TriggersSpec, exclude=True)
+    # exclude: housekeeping does not shape a model either
+    retention: RetentionSpec = Field(default_factory=RetentionSpec, exclude=True)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> PipelineConfig:

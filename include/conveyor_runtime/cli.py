@@ -300,7 +300,13 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
     # (a model-service connection `demo up` left in the DB must not be verified against).
     env["AIRFLOW__CONVEYOR__MODEL_SERVICE_CONN_ID"] = "none"
     console.print("No model service in `demo run`: deploy_model moves production unverified.")
-    conf = {"force": args.force}
+    conf: dict[str, Any] = {"force": args.force}
+    if args.gate_override:
+        if not (args.reason or "").strip():
+            raise ConveyorError(
+                "--gate-override needs --reason (recorded on the model version and audited)"
+            )
+        conf.update(gate_override=True, override_reason=args.reason)
     if args.data_rev:
         conf["data_rev"] = args.data_rev
     console.rule(f"Running train_{args.pipeline} with dag.test() (logs below)")
@@ -745,6 +751,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve_main(argv)
 
 
+def cmd_housekeeping(args: argparse.Namespace, settings: Settings) -> int:
+    """Each pipeline's retention policy: a dry run unless --apply."""
+    from conveyor.config import list_pipelines, load_pipeline_config, pipeline_path
+    from conveyor.registry.retention import housekeeping
+
+    names = [args.pipeline] if args.pipeline else list_pipelines(settings.pipelines_dir)
+    for name in names:
+        config = load_pipeline_config(pipeline_path(name, settings.pipelines_dir))
+        summary = housekeeping(settings, config, dry_run=not args.apply)
+        verb = "deleted" if args.apply else "would delete"
+        console.print(f"[bold]{name}[/]: {verb} {len(summary['planned'])} item(s)")
+        for item in summary["planned"]:
+            console.print(
+                f"  {item['kind']:<15} {item['target']}  ({item['reason']})", soft_wrap=True
+            )
+    if not args.apply:
+        console.print("Dry run: nothing was deleted (add --apply to delete).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show full logs")
@@ -760,6 +786,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pipeline", default="breast_cancer")
     run.add_argument("--data-rev", default="")
     run.add_argument("--force", action="store_true")
+    run.add_argument(
+        "--gate-override", action="store_true", help="register even if the gate rejects"
+    )
+    run.add_argument("--reason", default="", help="why the gate is overridden (required with it)")
     run.set_defaults(func=cmd_demo_run)
 
     new_data = demo.add_parser("new-data", help="commit and push a new version of a demo dataset")
@@ -828,6 +858,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--dest", default=None, help="path inside the registry instead")
     add.add_argument("--message", default=None, help="git commit message")
     add.set_defaults(func=cmd_data_add)
+
+    house = sub.add_parser(
+        "housekeeping",
+        help="list (default) or delete what the retention policy allows: old run artifacts, "
+        "prediction logs, candidates",
+    )
+    house.add_argument("--pipeline", default=None, help="one pipeline (default: all)")
+    house.add_argument("--apply", action="store_true", help="delete (default: dry run)")
+    house.set_defaults(func=cmd_housekeeping)
 
     new = sub.add_parser("new-pipeline", help="scaffold a pipeline YAML and its DAG file")
     new.add_argument("name")

@@ -218,6 +218,8 @@ def add_training_tasks(
         task_id="resolve_inputs",
         data_rev="{{ params.data_rev or '' }}",
         force="{{ params.force }}",
+        gate_override="{{ params.gate_override }}",
+        override_reason="{{ params.override_reason or '' }}",
         execution_timeout=timedelta(minutes=5),
         **common,
     )
@@ -506,4 +508,52 @@ def build_monitor_dag(name: str, *, pipelines_dir: str | Path | None = None) -> 
             outlets=[asset],
             retries=0,
         )
+    return dag
+
+
+HOUSEKEEPING_DAG_ID = "conveyor_housekeeping"
+
+
+def build_housekeeping_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
+    """Daily housekeeping: each pipeline's ``retention`` policy applied by one task.
+
+    Paused at creation like every Conveyor DAG: unpause it to start deleting (trigger it
+    with ``dry_run: true`` first to see the list). A pipeline whose YAML is broken gets
+    no task (its own DAG file shows the error).
+    """
+    from conveyor.config import list_pipelines
+    from conveyor_airflow.operators import HousekeepingOperator
+
+    settings = conveyor_settings()
+    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
+    with DAG(
+        dag_id=HOUSEKEEPING_DAG_ID,
+        description="Delete old run artifacts, prediction logs and candidates per retention",
+        schedule="@daily",
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["conveyor", "housekeeping"],
+        default_args=step_defaults(),
+        params={
+            "dry_run": Param(
+                False,
+                type="boolean",
+                title="Dry run",
+                description="Only list what the retention policy would delete.",
+            )
+        },
+        doc_md=build_housekeeping_dag.__doc__,
+    ) as dag:
+        for name in list_pipelines(directory):
+            try:
+                load_pipeline_config(pipeline_path(name, directory))
+            except ConfigError:
+                continue
+            HousekeepingOperator(
+                task_id=f"housekeeping_{name}",
+                pipeline=name,
+                pipelines_dir=str(directory) if pipelines_dir else None,
+                dry_run="{{ params.dry_run }}",
+            )
     return dag

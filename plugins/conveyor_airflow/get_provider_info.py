@@ -105,6 +105,7 @@ def get_provider_info() -> dict[str, Any]:
                         "register",
                         "deploy",
                         "monitor",
+                        "housekeeping",
                     )
                 ],
             }

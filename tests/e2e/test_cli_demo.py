@@ -106,3 +106,17 @@ def test_models_list_is_readable_at_80_columns(settings):
     assert "production,candidate" in rows["2"]
     assert "1f7e1a0c" in rows["1"] and "roc_auc 0.996" in rows["1"]
     assert "(incomplete)" in rows["3"]
+
+
+def test_demo_run_gate_override_needs_a_reason():
+    """`demo run --gate-override` without --reason is refused before anything runs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor_runtime.cli", "demo", "run", "--gate-override"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "--gate-override needs --reason" in done.stdout + done.stderr
+    assert "Running train_" not in done.stdout

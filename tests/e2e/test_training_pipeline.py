@@ -14,7 +14,7 @@ import pytest
 
 from conveyor.artifacts import RunArtifacts
 from conveyor.data.registry import publish_file
-from conveyor.registry import tracking
+from conveyor.registry import audit, tracking
 from conveyor.registry.models import COMPLETE_TAG, PRODUCTION, version_by_alias
 from conveyor_runtime.datasets import DATASETS, dataset_frame
 
@@ -211,6 +211,23 @@ def test_weak_model_is_stopped_by_gate(env):
     decision = dag_run.get_task_instance("gate").xcom_pull(task_ids="gate", key="gate_decision")
     assert decision["passed"] is False
     assert any("FAILED" in r for r in decision["reasons"])
+    # every gate rejection is an audit record, by the run, naming what failed
+    settings = env[0]
+    [event] = [
+        e
+        for e in audit.list_events(settings.artifact_root, "weak_breast_cancer")
+        if e.run_id == dag_run.run_id
+    ]
+    assert event.action == "rejected" and event.to_version is None
+    assert event.user == "airflow:train_weak_breast_cancer" and "FAILED" in event.reason
+
+
+def test_gate_override_without_reason_fails_before_any_work(env, capfd):
+    _, states = run_pipeline("weak_breast_cancer", gate_override=True, force=True)
+    assert states["resolve_inputs"] == "failed", states
+    assert states["pull_data"] == "upstream_failed"
+    out = capfd.readouterr()
+    assert "gate_override is set but override_reason is empty" in out.out + out.err
 
 
 def test_second_run_compares_against_production(env):

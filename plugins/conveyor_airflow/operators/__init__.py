@@ -7,6 +7,7 @@ from conveyor_airflow.operators.deploy import (
 )
 from conveyor_airflow.operators.evaluate import EvaluateModelOperator
 from conveyor_airflow.operators.gate import ModelGateOperator
+from conveyor_airflow.operators.housekeeping import HousekeepingOperator
 from conveyor_airflow.operators.monitor import DriftCheckOperator, RequestRetrainingOperator
 from conveyor_airflow.operators.pull import DvcPullOperator, ResolveInputsOperator
 from conveyor_airflow.operators.register import RegisterModelOperator
@@ -20,6 +21,7 @@ __all__ = [
     "DriftCheckOperator",
     "DvcPullOperator",
     "EvaluateModelOperator",
+    "HousekeepingOperator",
     "ModelGateOperator",
     "RegisterModelOperator",
     "RequestRetrainingOperator",

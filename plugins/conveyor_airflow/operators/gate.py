@@ -90,8 +90,27 @@ class ModelGateOperator(ConveyorOperator):
         for line in decision.summary().splitlines():
             self.log.info("%s", line)
         if not decision.passed:
+            self._audit_rejection(context, decision.summary(), result)
             raise AirflowSkipException(
                 f"{decision.summary()}\nNothing is registered. Improve the model or data, or "
                 "trigger with gate_override=true and an override_reason."
             )
         return result
+
+    def _audit_rejection(self, context: Context, summary: str, decision: dict[str, Any]) -> None:
+        """Every gate rejection is an audit record (nothing was registered: no version)."""
+        from conveyor.registry import audit
+
+        production = (self.evaluation.get("production") or {}).get("version")
+        audit.record_event(
+            self.settings.artifact_root,
+            model=self.config.model_name,
+            action="rejected",
+            from_version=str(production) if production else None,
+            to_version=None,
+            reason=f"gate: {summary}",
+            user=audit.airflow_actor(context["dag"].dag_id),
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+            details={"gate": decision},
+        )

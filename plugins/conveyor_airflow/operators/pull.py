@@ -134,6 +134,8 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
 
     :param data_rev: Branch, tag or commit to train on; empty = follow events/branch. (templated)
     :param force: Retrain even when the inputs equal production's. (templated)
+    :param gate_override: / :param override_reason: the run's gate override, checked here
+        so an override without a reason fails before any data is pulled. (templated)
     """
 
     __doc__ = (__doc__ or "") + _SOURCE_DOC
@@ -144,6 +146,8 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
         "repo",
         "path",
         "branch",
+        "gate_override",
+        "override_reason",
     )
     ui_color = "#d9c8f5"
 
@@ -156,16 +160,25 @@ class ResolveInputsOperator(_RevisionMixin, ConveyorOperator):
         path: str | None = None,
         branch: str | None = None,
         dvc_conn_id: str | None = None,
+        gate_override: Any = False,
+        override_reason: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.data_rev = data_rev
         self.force = force
+        self.gate_override = gate_override
+        self.override_reason = override_reason
         self._init_source(repo, path, branch, dvc_conn_id)
 
     def run(self, context: Context) -> dict[str, Any]:
         from conveyor.registry.caching import check_inputs
 
+        if as_bool(self.gate_override) and not str(self.override_reason or "").strip():
+            raise AirflowFailException(
+                "gate_override is set but override_reason is empty: give the reason (it is "
+                "recorded on the model version and in the audit trail); nothing was pulled"
+            )
         repo, rev, source = self.resolve_revision(context)
         payload = (event_payload(context) or {}) if source == "asset_event" else {}
         result = check_inputs(

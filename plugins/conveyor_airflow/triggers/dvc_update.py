@@ -109,12 +109,33 @@ class DvcUpdateTrigger(BaseEventTrigger):
         return sha, read_tracked_md5(self.repo, self.path, sha)
 
     async def _baseline(self) -> str | None:
+        """The md5 a change is measured against: the last one this watcher saw, else the
+        given baseline, else production's training data, else the data as it is now.
+
+        The last case (no model yet) remembers the current version without firing: the
+        first run of a new pipeline is started by hand or by its schedule, and a watcher
+        that fired for data already being trained on queued a second, skipped run.
+        """
         seen = await self._get(LAST_MD5_KEY)
         if seen:
             return str(seen)
         if self.baseline_md5:
             return self.baseline_md5
-        return await asyncio.to_thread(self._production_md5)
+        production = await asyncio.to_thread(self._production_md5)
+        if production:
+            return production
+        try:
+            _, current = await asyncio.to_thread(self._read)
+        except Exception:  # reported by the poll loop, with backoff
+            return None
+        await self._set(LAST_MD5_KEY, current)
+        log.info(
+            "No model yet for %s: watching from its current version (md5 %s); new versions "
+            "start runs, the first run is yours to start",
+            self.path,
+            current,
+        )
+        return current
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         if getattr(self, "asset_state_store", None) is None:
