@@ -28,6 +28,15 @@ METRICS: dict[str, dict[str, bool]] = {
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
 
+#: Fairness metrics (fairlearn, the largest gap between groups: lower is better) that
+#: ``metrics.fairness`` may bound; classification only.
+FAIRNESS_METRICS = (
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "true_positive_rate_difference",
+    "false_positive_rate_difference",
+)
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -173,6 +182,12 @@ class MetricsSpec(_Strict):
         ge=0,
         description="How much worse than production any gated metric may be.",
     )
+    fairness: dict[str, float] = Field(
+        default_factory=dict,
+        description="Upper bounds on fairness metrics over evaluation.sensitive_features "
+        f"(lower is better; one of {sorted(FAIRNESS_METRICS)}), e.g. "
+        "{demographic_parity_difference: 0.1}.",
+    )
 
 
 class DeploySpec(_Strict):
@@ -253,6 +268,46 @@ class MonitorSpec(_Strict):
     )
 
 
+class EvaluationSpec(_Strict):
+    """What the model card reports beyond the held-out metrics (all optional)."""
+
+    slices: list[str] = Field(
+        default_factory=list, description="Columns to report metrics per value of."
+    )
+    sensitive_features: list[str] = Field(
+        default_factory=list,
+        description="Columns to compute fairness metrics over (fairlearn MetricFrame).",
+    )
+    importance_repeats: int = Field(
+        default=5, ge=1, description="Permutation importance repeats on the held-out rows."
+    )
+    max_card_rows: int = Field(
+        default=20000, ge=100, description="Held-out rows the card's analyses use at most."
+    )
+
+
+class ScoringSpec(_Strict):
+    """Batch scoring with the production model (the ``score_<name>`` DAG)."""
+
+    input: DataSource = Field(description="The DVC-tracked file to score.")
+    id_column: str | None = Field(
+        default=None, description="Column copied to the output; none: the row number."
+    )
+    output: Literal["registry", "artifacts"] = Field(
+        default="registry",
+        description="'registry': a new DVC version in the data registry; 'artifacts': a file "
+        "in the run's artifact location.",
+    )
+    output_path: str | None = Field(
+        default=None, description="Path in the registry; default scores/<name>.<format>."
+    )
+    output_format: Literal["parquet", "csv"] = "parquet"
+    probabilities: bool = Field(default=True, description="Write proba_<class> columns.")
+    chunk_rows: int = Field(default=100_000, ge=1, description="Rows held in memory at once.")
+    schedule: str | None = Field(default=None, description="Cron or preset; none: manual.")
+    watch: bool = Field(default=True, description="Score every new version of the input.")
+
+
 class RetentionSpec(_Strict):
     """What housekeeping (``conveyor housekeeping``, the ``conveyor_housekeeping`` DAG) may
     delete. Never deleted: audit records, the production, candidate and pinned versions,
@@ -290,6 +345,10 @@ class PipelineConfig(_Strict):
     metrics: MetricsSpec
     deploy: DeploySpec = DeploySpec()
     monitor: MonitorSpec = MonitorSpec()
+    owner: str = Field(default="", description="Who answers for the model (model card).")
+    intended_use: str = Field(default="", description="What the model is for (model card).")
+    evaluation: EvaluationSpec = EvaluationSpec()
+    scoring: ScoringSpec | None = None
     schedule: str | None = Field(default=None, description="Cron or preset, e.g. '@daily'.")
     tags: list[str] = Field(default_factory=list)
     # exclude: not in model_dump, so not in config_hash (when a run starts shapes no model)
@@ -315,6 +374,7 @@ class PipelineConfig(_Strict):
                     f"metric {metric!r} is not defined for task {self.task!r}; "
                     f"use one of {sorted(known)}"
                 )
+        _check_card_keys(self)
         if self.target not in self.validation.columns:
             raise ValueError(
                 f"target column {self.target!r} must be listed under validation.columns"
@@ -337,8 +397,37 @@ class PipelineConfig(_Strict):
 
     def config_hash(self) -> str:
         """Stable hash of everything that shapes the model (sha256 of canonical JSON)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        data = self.model_dump(mode="json")
+        for key in ("owner", "intended_use", "evaluation", "scoring"):  # shape no model
+            data.pop(key, None)
+        if not data["metrics"]["fairness"]:
+            del data["metrics"]["fairness"]  # unchanged hash for configs without it
+        canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _check_card_keys(config: PipelineConfig) -> None:
+    """Slices, sensitive features and fairness bounds name real columns and metrics."""
+    for key in ("slices", "sensitive_features"):
+        for column in getattr(config.evaluation, key):
+            if column not in config.validation.columns or column == config.target:
+                raise ValueError(
+                    f"evaluation.{key} names {column!r}, which is not a feature column "
+                    f"under validation.columns"
+                )
+    if config.metrics.fairness:
+        if config.task != "classification":
+            raise ValueError("metrics.fairness applies to classification pipelines only")
+        unknown = sorted(set(config.metrics.fairness) - set(FAIRNESS_METRICS))
+        if unknown:
+            raise ValueError(
+                f"metrics.fairness: unknown metric(s) {unknown}; use {list(FAIRNESS_METRICS)}"
+            )
+        if not config.evaluation.sensitive_features:
+            raise ValueError(
+                "metrics.fairness needs evaluation.sensitive_features: the columns whose "
+                "groups the fairness metrics compare"
+            )
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

@@ -106,6 +106,7 @@ def get_provider_info() -> dict[str, Any]:
                         "deploy",
                         "monitor",
                         "housekeeping",
+                        "score",
                     )
                 ],
             }
@@ -147,6 +148,7 @@ def get_provider_info() -> dict[str, Any]:
                 "DataDocsLink",
                 "DriftReportLink",
                 "ModelServiceLink",
+                "ModelCardLink",
             )
         ],
         "notifications": ["conveyor_airflow.notifiers.ConveyorNotifier"],

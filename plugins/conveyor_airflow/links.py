@@ -71,6 +71,10 @@ class ModelServiceLink(_XComLink):
     name = "Model service"
 
 
+class ModelCardLink(_XComLink):
+    name = "Model card"
+
+
 class PipelineOverviewLink(_XComLink):
     name = "Conveyor overview"
 

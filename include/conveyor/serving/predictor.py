@@ -144,6 +144,40 @@ class Predictor:
         keys = self._class_keys
         return labels.tolist(), [dict(zip(keys, p, strict=True)) for p in proba.tolist()]
 
+    def predict_frame(self, frame: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (or values) and, for classifiers, probabilities of a checked DataFrame.
+
+        The batch counterpart of :meth:`predict` (used by :mod:`conveyor.scoring`): the
+        same preprocessing replay and label rule, without per-row Python objects.
+
+        Parameters
+        ----------
+        frame : DataFrame of shape (n_rows, n_columns)
+            The schema's columns (any order; selected by name), values already checked.
+
+        Returns
+        -------
+        predictions : ndarray of shape (n_rows,)
+        probabilities : ndarray of shape (n_rows, n_classes) or None
+            In :attr:`classes` order; None for regressors.
+        """
+        import numpy as np
+
+        frame = frame[list(self.schema.names)]
+        if self._fast is not None:
+            features = self._fast(frame.to_numpy(dtype=np.float64))
+        else:
+            features = frame if self._pre is None else self._pre.transform(frame)
+        estimator = self._estimator
+        if not self.is_classifier:
+            return np.asarray(estimator.predict(features)), None
+        proba = estimator.predict_proba(features)
+        if self.label_from_proba:
+            labels = self._labels_from_proba(features, proba)
+        else:
+            labels = estimator.predict(features)
+        return np.asarray(labels), proba
+
     def _labels_from_proba(self, features: Any, proba: np.ndarray) -> np.ndarray:
         import numpy as np
 

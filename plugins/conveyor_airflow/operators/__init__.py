@@ -11,10 +11,12 @@ from conveyor_airflow.operators.housekeeping import HousekeepingOperator
 from conveyor_airflow.operators.monitor import DriftCheckOperator, RequestRetrainingOperator
 from conveyor_airflow.operators.pull import DvcPullOperator, ResolveInputsOperator
 from conveyor_airflow.operators.register import RegisterModelOperator
+from conveyor_airflow.operators.score import BatchScoreOperator
 from conveyor_airflow.operators.train import TrainModelOperator
 from conveyor_airflow.operators.validate import DataValidationOperator
 
 __all__ = [
+    "BatchScoreOperator",
     "ConveyorApprovalOperator",
     "DataValidationOperator",
     "DeployModelOperator",

@@ -1,0 +1,1 @@
+"""Batch scoring with the production model: chunked, schema-checked, with lineage."""
