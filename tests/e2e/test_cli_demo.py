@@ -120,3 +120,26 @@ def test_demo_run_gate_override_needs_a_reason():
     assert done.returncode == 1
     assert "--gate-override needs --reason" in done.stdout + done.stderr
     assert "Running train_" not in done.stdout
+
+
+def test_demo_run_of_a_pipeline_without_its_dag_file_says_how_to_create_it(settings):
+    import yaml
+
+    raw = yaml.safe_load(
+        (
+            Path(__file__).resolve().parents[2] / "include" / "pipelines" / "breast_cancer.yaml"
+        ).read_text()
+    )
+    raw["name"] = "nodag_bc"
+    (settings.pipelines_dir / "nodag_bc.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor_runtime.cli", "demo", "run", "--pipeline", "nodag_bc"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "'nodag_bc' has a YAML but no DAG file" in out
+    assert 'build_pipeline_dag("nodag_bc")' in out and "not serialized" not in out
