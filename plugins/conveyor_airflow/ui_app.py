@@ -44,7 +44,7 @@ URL_PREFIX = "/conveyor"
 #: Steps whose attempt folders hold reports: GX Data Docs (validation), evaluation plots,
 #: the drift report. The data step (the pulled file) and anything outside a run's step
 #: folders (``predictions/``, ``audit/``) are never served.
-REPORT_STEPS = frozenset({"validation", "evaluation", "drift"})
+REPORT_STEPS = frozenset({"validation", "evaluation", "drift", "model_card"})
 #: File types served from a report folder; everything else there (snapshot.parquet,
 #: metrics.json, drift.json...) answers 404. ``.woff2``: the icon font Data Docs' vendored
 #: Font Awesome stylesheet loads (conveyor.validation's offline assets), no data.

@@ -43,6 +43,7 @@ def decide(
     *,
     production: dict[str, float] | None = None,
     production_version: str | None = None,
+    fairness: dict[str, float] | None = None,
     override: bool = False,
     override_reason: str | None = None,
 ) -> GateDecision:
@@ -57,6 +58,10 @@ def decide(
     production : dict of str to float, optional
         The production model's metrics on the *same* split; None when there is no
         production version (thresholds only, and the decision says so).
+    fairness : dict of str to float, optional
+        The candidate's largest gap per fairness metric over the sensitive features
+        (:meth:`conveyor.cards.analysis.CardAnalysis.worst_fairness`), checked against
+        the upper bounds in ``metrics.fairness``.
     override, override_reason : bool, str
         Force a pass. The reason is mandatory and recorded with the version.
 
@@ -83,6 +88,7 @@ def decide(
         shown = "missing" if value is None else f"{value:.4f}"
         reasons.append(f"{metric} {shown} {op} {threshold} (threshold): {'ok' if ok else 'FAILED'}")
 
+    _fairness_checks(config.metrics.fairness, fairness or {}, checks, reasons)
     if production is None:
         reasons.append("no production model yet: thresholds only, no regression check")
     else:
@@ -121,3 +127,20 @@ def decide(
         overridden=override and not passed,
         override_reason=override_reason if override else None,
     )
+
+
+def _fairness_checks(
+    bounds: dict[str, float],
+    values: dict[str, float],
+    checks: list[dict[str, Any]],
+    reasons: list[str],
+) -> None:
+    """Upper bounds on fairness gaps (lower is better); a gap not computed fails."""
+    for metric, bound in bounds.items():
+        value = values.get(metric)
+        ok = value is not None and value <= bound
+        checks.append(
+            {"kind": "fairness", "metric": metric, "value": value, "limit": bound, "ok": ok}
+        )
+        shown = "not computed" if value is None else f"{value:.4f}"
+        reasons.append(f"{metric} {shown} <= {bound} (fairness): {'ok' if ok else 'FAILED'}")

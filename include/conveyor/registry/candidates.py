@@ -32,6 +32,7 @@ class Registration:
     created: bool
     promoted: bool
     metrics: dict[str, Any]
+    model_card: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +115,22 @@ def register_candidate(
         tags=tags,
         description=f"{config.description}\nTrained by {dag_id} run {run_id}.",
     )
+    from conveyor.cards.card import publish_card
     from conveyor.registry.pin import current_pin, pin_note
+
+    card = publish_card(
+        client,
+        config,
+        settings,
+        version=version,
+        dag_id=dag_id,
+        run_id=run_id,
+        data=data,
+        validation=validation,
+        training=training,
+        evaluation=evaluation,
+        gate=gate,
+    )
 
     promoted = False
     pin = current_pin(client, config.model_name) if promote_to_production else None
@@ -141,4 +157,5 @@ def register_candidate(
         created=created,
         promoted=promoted,
         metrics=evaluation["candidate"],
+        model_card=card,
     )

@@ -34,6 +34,7 @@ class EvaluateModelOperator(ConveyorOperator):
     def run(self, context: Context) -> dict[str, Any]:
         import mlflow
 
+        from conveyor.cards.analysis import analyze
         from conveyor.data.splits import split_part
         from conveyor.errors import TrainingError
         from conveyor.modeling.evaluation import compute_metrics, write_plots
@@ -69,6 +70,7 @@ class EvaluateModelOperator(ConveyorOperator):
 
         with tempfile.TemporaryDirectory(prefix="conveyor-eval-") as tmp:
             plots = write_plots(candidate_model, test, cfg, Path(tmp))
+            card = analyze(candidate_model, test, cfg, Path(tmp) / "card")  # model card
             with mlflow.start_run(run_id=self.training["mlflow_run_id"]):
                 mlflow.log_metrics({f"test_{k}": v for k, v in candidate.items()})
                 for plot in plots:
@@ -77,6 +79,7 @@ class EvaluateModelOperator(ConveyorOperator):
                 "evaluation", attempt=context["ti"].try_number or 1
             ) as out:
                 plot_uris = [out.put_file(p, p.name) for p in plots]
+                card_prefix = out.put_dir(Path(tmp) / "card", "card")
                 out.write_json("metrics.json", {"candidate": candidate, "production": production})
         push_link(
             context,
@@ -88,4 +91,6 @@ class EvaluateModelOperator(ConveyorOperator):
             "production": production,
             "test_rows": len(test),
             "plots": plot_uris,
+            "card": card.to_dict() | {"prefix": card_prefix},
+            "fairness": card.worst_fairness(),
         }

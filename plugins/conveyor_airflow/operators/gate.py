@@ -82,6 +82,7 @@ class ModelGateOperator(ConveyorOperator):
             self.config,
             production=production.get("metrics"),
             production_version=production.get("version"),
+            fairness=self.evaluation.get("fairness"),
             override=override,
             override_reason=str(self.override_reason or "") or None,
         )

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor_airflow.links import (
     MlflowRunLink,
+    ModelCardLink,
     ModelServiceLink,
     ModelVersionLink,
+    artifact_href,
     mlflow_run_url,
     model_version_url,
     push_link,
@@ -44,7 +46,12 @@ class RegisterModelOperator(ConveyorOperator):
         "gate",
     )
     ui_color = "#43c6ac"
-    operator_extra_links = (ModelVersionLink(), MlflowRunLink(), ModelServiceLink())
+    operator_extra_links = (
+        ModelVersionLink(),
+        MlflowRunLink(),
+        ModelServiceLink(),
+        ModelCardLink(),
+    )
 
     def __init__(
         self,
@@ -91,6 +98,11 @@ class RegisterModelOperator(ConveyorOperator):
                 MlflowRunLink,
                 mlflow_run_url(self.training["experiment_id"], self.training["mlflow_run_id"]),
             )
+        push_link(
+            context,
+            ModelCardLink,
+            artifact_href(registration.model_card, self.settings.artifact_root),
+        )
         service_url, _ = service_of(self, cfg)
         if service_url:
             push_link(context, ModelServiceLink, f"{service_url}/version")
