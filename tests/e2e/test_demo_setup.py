@@ -52,7 +52,9 @@ def test_demo_init_twice_keeps_new_data_registry_and_production(demo):
     first = git(registry, "rev-parse", "HEAD")
 
     # a production model in the demo's MLflow store (what a trained demo has)
-    client = MlflowClient(f"sqlite:///{demo['home'] / 'mlflow' / 'mlflow.db'}")
+    # registry_uri too: without it MLflow uses the session's registry for the model calls
+    store = f"sqlite:///{demo['home'] / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     client.create_registered_model("breast_cancer")
     version = client.create_model_version("breast_cancer", source=str(demo["home"] / "model"))
     client.set_registered_model_alias("breast_cancer", "production", version.version)

@@ -218,7 +218,10 @@ def test_rollback_dag_moves_production_back(env):
     assert served(service) == first
     assert predict_ok(service)
     events = audit.list_events(settings.artifact_root, NAME)
-    moves = [(e.action, e.from_version, e.to_version) for e in events[-2:]]
-    assert moves == [("promote", first, newer), ("rollback", newer, first)]
-    assert events[-1].reason == "e2e rollback test"
-    assert events[-1].dag_id == "conveyor_rollback" and events[-1].run_id == dag_run.run_id
+    moves = [(e.action, e.from_version, e.to_version) for e in events[-3:]]
+    # a manual rollback pins production where it put it (conveyor.registry.pin)
+    assert moves == [("promote", first, newer), ("rollback", newer, first), ("pin", None, first)]
+    rollback = events[-2]
+    assert rollback.reason == "e2e rollback test"
+    assert rollback.dag_id == "conveyor_rollback" and rollback.run_id == dag_run.run_id
+    assert events[-1].reason == "rollback: e2e rollback test"

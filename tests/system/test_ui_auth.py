@@ -190,18 +190,16 @@ def test_rollback_triggered_by_a_user_is_audited_as_that_user(airflow_server, se
             reason=f"{label} (seeded by test_ui_auth)",
             user=audit.cli_actor(),
         )
-    client.wait_for_dag("conveyor_rollback", timeout=180)
-    client.unpause("conveyor_rollback")
-    try:
-        run_id = client.trigger(
-            "conveyor_rollback",
-            conf={"pipeline": name, "version": versions[0], "reason": "ui auth test"},
-        )
-        result = client.wait_for_run("conveyor_rollback", run_id, timeout=300)
-    finally:
-        client.pause("conveyor_rollback")
+    # not paused at creation: a REST trigger runs without anyone unpausing it first
+    assert client.wait_for_dag("conveyor_rollback", timeout=180)["is_paused"] is False
+    run_id = client.trigger(
+        "conveyor_rollback",
+        conf={"pipeline": name, "version": versions[0], "reason": "ui auth test"},
+    )
+    result = client.wait_for_run("conveyor_rollback", run_id, timeout=300)
     assert str(result.state) == "success", result.states
-    event = audit.list_events(settings.artifact_root, name)[-1]
+    # a manual rollback pins production: the last two records are the rollback and the pin
+    event = [e for e in audit.list_events(settings.artifact_root, name) if e.action != "pin"][-1]
     assert (event.action, event.from_version, event.to_version, event.run_id) == (
         "rollback",
         versions[1],
