@@ -24,6 +24,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from conveyor_airflow.triggers.state import WatcherState
+
 log = logging.getLogger(__name__)
 
 #: Key of the last (config hash, version) combination acted on, in the asset state store.
@@ -54,7 +56,7 @@ def change_reason(tags: dict[str, str], *, config_hash: str, conveyor_version: s
     return "; ".join(reasons) + f" since production v{tags.get('version', '?')}"
 
 
-class ConfigChangeTrigger(BaseEventTrigger):
+class ConfigChangeTrigger(WatcherState, BaseEventTrigger):
     """Fire once when (``config_hash``, ``conveyor_version``) differs from production's.
 
     :param model_name: Registered model whose ``production`` lineage is compared.
@@ -79,7 +81,7 @@ class ConfigChangeTrigger(BaseEventTrigger):
         self.config_hash = config_hash
         self.conveyor_version = conveyor_version
         self.poll_interval = float(poll_interval)
-        self._memory: dict[str, Any] = {}
+        self._init_state()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -96,18 +98,6 @@ class ConfigChangeTrigger(BaseEventTrigger):
     @property
     def combination(self) -> str:
         return f"{self.config_hash}|conveyor-{self.conveyor_version}"
-
-    async def _get(self, key: str) -> Any:
-        store = getattr(self, "asset_state_store", None)
-        if store is not None:
-            return await store.aget(key, None)
-        return self._memory.get(key)
-
-    async def _set(self, key: str, value: Any) -> None:
-        store = getattr(self, "asset_state_store", None)
-        if store is not None:
-            await store.aset(key, value)
-        self._memory[key] = value
 
     def _production_tags(self) -> dict[str, str] | None:
         from conveyor.registry.production import alias_tags

@@ -20,6 +20,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from conveyor_airflow.triggers.state import WatcherState
+
 log = logging.getLogger(__name__)
 
 #: Key of the last seen md5 in the asset state store.
@@ -28,7 +30,7 @@ LAST_MD5_KEY = "conveyor.last_seen_md5"
 LAST_ERROR_KEY = "conveyor.last_error"
 
 
-class DvcUpdateTrigger(BaseEventTrigger):
+class DvcUpdateTrigger(WatcherState, BaseEventTrigger):
     """Fire when the md5 of ``path`` on branch ``rev`` of ``repo`` changes.
 
     :param repo: Data registry (git URL or path).
@@ -59,7 +61,7 @@ class DvcUpdateTrigger(BaseEventTrigger):
         self.tracking_uri = tracking_uri
         self.poll_interval = float(poll_interval)
         self.baseline_md5 = baseline_md5
-        self._memory: dict[str, Any] = {}
+        self._init_state()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -74,19 +76,6 @@ class DvcUpdateTrigger(BaseEventTrigger):
                 "baseline_md5": self.baseline_md5,
             },
         )
-
-    # -- state: the asset state store in the triggerer, memory elsewhere (sensor, tests)
-    async def _get(self, key: str) -> Any:
-        store = getattr(self, "asset_state_store", None)
-        if store is not None:
-            return await store.aget(key, None)
-        return self._memory.get(key)
-
-    async def _set(self, key: str, value: Any) -> None:
-        store = getattr(self, "asset_state_store", None)
-        if store is not None:
-            await store.aset(key, value)
-        self._memory[key] = value
 
     def _production_md5(self) -> str | None:
         from conveyor.registry.production import alias_tags
