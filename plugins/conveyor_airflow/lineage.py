@@ -457,8 +457,31 @@ def _rollback(task: Any, result: dict[str, Any], failed: bool) -> dict[str, Any]
     return out
 
 
+def _score(task: Any, result: dict[str, Any], failed: bool) -> dict[str, Any]:
+    """Batch scoring: the input file and the model version in, the scores file out."""
+    from openlineage.client.event_v2 import InputDataset, OutputDataset
+
+    inputs: list[Any] = []
+    source = _dict(result.get("input"))
+    if source:
+        inputs.append(_dvc_dataset(task, source, InputDataset))
+    if result.get("model_version"):
+        name = str(result.get("model_name") or task.config.model_name)
+        inputs.append(
+            _model_dataset(task, model_version_name(name, result["model_version"]), InputDataset)
+        )
+    out = _dict(result.get("output"))
+    outputs: list[Any] = []
+    if out.get("repo") and out.get("path"):
+        outputs.append(_dvc_dataset(task, out, OutputDataset))
+    else:
+        outputs.extend(_artifact(out.get("uri"), OutputDataset))
+    return {"inputs": inputs, "outputs": outputs}
+
+
 #: Builder per operator class name (subclasses use their nearest Conveyor base's).
 BUILDERS = {
+    "BatchScoreOperator": _score,
     "ResolveInputsOperator": _resolve_inputs,
     "DvcPullOperator": _pull,
     "DataValidationOperator": _validate,

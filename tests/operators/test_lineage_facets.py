@@ -77,3 +77,32 @@ def test_namespaces_carry_no_credentials():
     )
     assert registry_namespace("git@git.example:org/data.git") == "git@git.example:org/data.git"
     assert registry_namespace("relative/reg").startswith("file:///")
+
+
+def test_batch_scoring_reports_input_model_and_output():
+    from conveyor_airflow.operators import BatchScoreOperator
+
+    task = BatchScoreOperator(task_id="score", pipeline_config=SPEC)
+    task.conveyor_result = {
+        "model_name": "breast_cancer",
+        "model_version": "4",
+        "input": {
+            "repo": "/srv/registry",
+            "path": "data/customers.csv",
+            "git_sha": "a" * 40,
+            "md5": "1" * 32,
+        },
+        "output": {
+            "repo": "/srv/registry",
+            "path": "scores/breast_cancer.parquet",
+            "git_sha": "b" * 40,
+            "md5": "2" * 32,
+        },
+    }
+    lineage = task.get_openlineage_facets_on_complete(None)
+    data, model = lineage.inputs
+    assert (data.name, data.facets["conveyor_dvc"].md5) == ("data/customers.csv", "1" * 32)
+    assert model.name == "models:/breast_cancer/4"
+    [scores] = lineage.outputs
+    assert scores.name == "scores/breast_cancer.parquet"
+    assert scores.facets["version"].datasetVersion == "2" * 32
