@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export DO_NOT_TRACK = 1
 PYTEST_ARGS ?=
 
-.PHONY: help uv system-deps test-distributed test-compat install demo demo-init demo-up demo-run stop status new-data traffic test lint format bench clean
+.PHONY: help uv system-deps test-distributed test-compat install demo demo-init demo-up demo-run stop status new-data traffic test lint format bench bench-scale clean
 
 help:
 	@echo "make demo   install, create the demo, start Airflow + MLflow UI, train breast_cancer, serve it"
@@ -19,6 +19,7 @@ help:
 	@echo "make new-data [DRIFT=1]  push a new demo data version (a running Airflow retrains)"
 	@echo "make traffic [DRIFT=1]   send requests to the model service, then run the monitor"
 	@echo "make bench  run the benchmarks in bench/"
+	@echo "make bench-scale  batch scoring at 10M rows (bench/results/scoring_scale.json)"
 	@echo "make clean  remove all runtime state (.conveyor/)"
 
 uv:
@@ -94,6 +95,11 @@ test: lint system-deps
 
 bench: install
 	$(UV) run --frozen python bench/run_all.py
+
+# Batch scoring at 10M rows x 30 features vs mlflow models predict (needs ~10 GB of disk
+# for the CSV and its DVC copies, and takes several minutes).
+bench-scale: install
+	$(UV) run --frozen python bench/scoring.py --rows 10M --result-name scoring_scale
 
 clean:
 	rm -rf .conveyor

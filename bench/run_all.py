@@ -35,6 +35,8 @@ SCRIPTS = [
     # `python bench/orchestration.py` without --preload measures Airflow as it comes.
     ("orchestration", "orchestration.py", ["--repeats", "1", "--preload"], ["--quick"]),
     ("drift", "drift.py", [], ["--quick"]),
+    # 1M rows; `make bench-scale` runs 10M (bench/results/scoring_scale.json).
+    ("scoring", "scoring.py", [], ["--quick"]),
 ]
 
 TITLES = {
@@ -47,6 +49,8 @@ TITLES = {
     "validation": "6. Validation: GX vs plain pandas (goal: <= 2x at 1M rows)",
     "memory": "7. Memory: training peak RSS / dataset size (goal: <= 3x)",
     "drift": "Drift check: conveyor.drift vs plain numpy/scipy (no goal set)",
+    "scoring": "8. Batch scoring vs `mlflow models predict` (goals: >= 5x rows/s, <= 1 GB "
+    "peak RSS at 1M rows)",
 }
 ORDER = [
     "parse_cost",
@@ -56,6 +60,7 @@ ORDER = [
     "serving",
     "validation",
     "memory",
+    "scoring",
     "drift",
 ]
 NOT_YET: list[str] = []
@@ -171,6 +176,23 @@ def goals_table(by_name: dict) -> list[str]:
                 "<= 3x",
                 c.ratio(d["task_ratio_largest"]),
                 verdict(d["meets_goal"]),
+            ]
+        )
+    if d := load("scoring"):
+        rows.append(
+            [
+                f"Batch scoring rows/s vs mlflow, {c.human_rows(d['rows'])} rows",
+                ">= 5x",
+                c.ratio(d["ratio"]),
+                verdict(d["meets_goals"]["ratio"]),
+            ]
+        )
+        rows.append(
+            [
+                f"Batch scoring peak RSS, {c.human_rows(d['rows'])} rows",
+                "<= 1 GB (1M rows)",
+                f"{d['peak_rss_mb']:,.0f} MB",
+                verdict(d["meets_goals"]["peak_rss"]),
             ]
         )
     if not rows:
@@ -405,7 +427,28 @@ def _drift_notes(d: dict) -> str:
     )
 
 
+def _scoring_notes(d: dict) -> str:
+    ours, base = d["conveyor"], d["mlflow"]
+    return (
+        f"Verdict at {c.human_rows(d['rows'])} rows: {ours['rows_per_s']:,.0f} vs "
+        f"{base['rows_per_s']:,.0f} rows/s launch to exit ({c.ratio(d['ratio'])} mlflow's; "
+        f"{'meets' if d['meets_goals']['ratio'] else 'misses'} >= 5x); Conveyor's scoring "
+        f"pass alone {ours['scoring_pass_rows_per_s']:,.0f} rows/s; peak RSS "
+        f"{d['peak_rss_mb']:,.0f} MB vs mlflow's {c.secs(base['peak_rss_mb'], 0)} MB "
+        f"({'meets' if d['meets_goals']['peak_rss'] else 'misses'} <= 1 GB). 1-minute load "
+        f"average when each started: conveyor {ours['loadavg_1m']:.1f}, mlflow "
+        f"{base['loadavg_1m']:.1f}"
+        + (
+            f" on {cores} cores: other work competed for the CPU, so both "
+            "absolute rates are low; the ratio is from one run with both under that load."
+            if max(ours["loadavg_1m"], base["loadavg_1m"]) > (cores := d["machine"]["nproc"])
+            else "."
+        )
+    )
+
+
 NOTES = {
+    "scoring": _scoring_notes,
     "drift": _drift_notes,
     "caching": _cache_notes,
     "data_latency": _latency_notes,

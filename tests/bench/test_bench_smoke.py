@@ -6,7 +6,7 @@ temporary directory (``CONVEYOR_BENCH_RESULTS``), never to ``bench/results``. No
 asserts on timings: only that each script exits 0, prints its table and writes its JSON.
 The real-Airflow parts (``orchestration.py``, ``caching.py``, ``data_latency.py``) are
 skipped by ``--quick``; their plain-process parts run. ``serving.py`` runs both servers
-with one-second load windows.
+with one-second load windows; ``scoring.py`` scores 2,000 rows both ways.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ SCRIPTS = {
     "caching": (["--quick"], "Caching: unchanged-input run / full run", ["per_size"]),
     "data_latency": (["--quick"], "Data change latency summary", ["poll_check_s", "pushes"]),
     "serving": (["--quick"], "Serving summary", ["cells", "ready_s"]),
+    "scoring": (["--quick"], "Batch scoring summary", ["conveyor", "mlflow", "ratio"]),
 }
 if (REPO / "include" / "conveyor" / "drift.py").exists():  # drift monitoring lands separately
     SCRIPTS["drift"] = (["--quick"], "Drift check", ["per_size"])
@@ -92,7 +93,7 @@ def test_orchestration_quick_ran_the_plain_process_only(launched, results_dir: P
 
 
 def test_quick_runs_without_airflow_measure_what_they_can(launched, results_dir: Path):
-    for name in ("caching", "data_latency", "serving"):
+    for name in ("caching", "data_latency", "serving", "scoring"):
         assert launched[name].wait(timeout=TIMEOUT) == 0
     caching = json.loads((results_dir / "caching.json").read_text())
     assert caching["mode"] == "plain"
@@ -103,6 +104,8 @@ def test_quick_runs_without_airflow_measure_what_they_can(launched, results_dir:
     assert latency["airflow"] is False and latency["max_running_slots"] is None
     serving = json.loads((results_dir / "serving.json").read_text())
     assert serving["same_answers"] is True
+    scoring = json.loads((results_dir / "scoring.json").read_text())
+    assert scoring["rows"] == 2000 and scoring["same_labels"] is True
     assert {cell["clients"] for cell in serving["cells"]} == {1, 4}
     assert {cell["payload"] for cell in serving["cells"]} == {"1 row", "100 rows"}
 
@@ -129,6 +132,7 @@ def test_run_all_builds_the_readme_from_results(launched, results_dir: Path, tmp
         "Serving",
         "Validation",
         "Memory",
+        "Batch scoring",
     ):
         assert heading in text
     assert "| rows |" in text
