@@ -92,6 +92,7 @@ def pipeline_overview(
                 "trained_by": f"{tags.get('conveyor.dag_id')} / {tags.get('conveyor.run_id')}",
                 "gate": _json(tags.get("conveyor.gate")),
                 "pinned": pin_from_tags(tags),
+                "model_card": tags.get("conveyor.model_card"),
             }
         entry["last_validation"] = latest_step_summary(
             settings, f"train_{name}", "validation", "summary.json"

@@ -23,6 +23,7 @@ from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
 from conveyor_airflow.config import conveyor_settings
+from conveyor_airflow.links import ModelCardLink
 from conveyor_airflow.notifiers import ConveyorNotifier
 from conveyor_airflow.operators import (
     ConveyorApprovalOperator,
@@ -342,9 +343,19 @@ APPROVAL_TIMEOUT_DAYS = env_number("CONVEYOR_APPROVAL_TIMEOUT_DAYS", 3)
 
 
 def _approval_body(config: PipelineConfig, register_id: str = "register_model") -> str:
+    """Markdown for the approver, rendered at run time from the register task's XComs.
+
+    The model card link is the one ``register_model``'s "Model card" extra link opens
+    (the URL the task pushed under :meth:`ModelCardLink.url_key`: the Conveyor UI's
+    ``/conveyor/artifacts/...`` route); no card, no link.
+    """
+    card = f"ti.xcom_pull(task_ids='{register_id}', key='{ModelCardLink.url_key()}')"
     return (
         f"The candidate of **{config.name}** passed the gate on `{config.metrics.primary}`.\n\n"
         f"Metrics: `{{{{ ti.xcom_pull(task_ids='{register_id}')['metrics'] }}}}`\n\n"
+        f"{{% set card = {card} %}}{{% if card %}}"
+        "Read the [model card]({{ card }}) first: data, metrics, per-group fairness and "
+        "what drives the model.\n\n{% endif %}"
         "Approve to run the contract check and smoke test and move `production` to it "
         "and verify the model service; Reject leaves production unchanged."
     )

@@ -98,10 +98,10 @@ ReadablePipelines = Annotated[list[str], Depends(readable_pipelines)]
 ReadableArtifact = Annotated[list[str], Depends(artifact_access)]
 
 
-def _report_link(url: str | None) -> str:
+def _report_link(url: str | None, text: str = "report") -> str:
     """A link to a report in the artifact store, served by this app's /artifacts route."""
     href = artifact_href(url, conveyor_settings().artifact_root)
-    return f' · <a href="{html.escape(href)}">report</a>' if href else ""
+    return f' · <a href="{html.escape(href)}">{html.escape(text)}</a>' if href else ""
 
 
 def _cell(value: Any) -> str:
@@ -146,6 +146,7 @@ def render_overview(entries: list[dict[str, Any]]) -> str:
                         if prod.get("pinned")
                         else ""
                     )
+                    + _report_link(prod.get("model_card"), "model card")
                 )
                 if prod
                 else '<span class="muted">none yet</span>',

@@ -92,3 +92,31 @@ def test_a_missed_fairness_bound_rejects_at_the_gate(env):
     )
     assert client.search_model_versions("name = 'unfair_bc'") == []
     assert version_by_alias(client, "unfair_bc", PRODUCTION) is None
+
+
+def test_pipelines_view_links_production_s_model_card(env):
+    """The overview (JSON and page, through Airflow's API app as the admin) carries
+    production's card URL from its ``conveyor.model_card`` tag; the page's link opens it."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    from conveyor_airflow.links import artifact_href
+
+    settings, client, version = env
+    url = client.get_model_version(NAME, version).tags[CARD_TAG]
+    api = TestClient(create_app("core"))
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    api.headers["Authorization"] = f"Bearer {token}"
+    overview = api.get("/conveyor/api/pipelines").json()
+    entry = next(e for e in overview if e["name"] == NAME)
+    assert entry["production"]["version"] == version
+    assert entry["production"]["model_card"] == url
+    href = artifact_href(url, settings.artifact_root)
+    assert href and href.startswith("/conveyor/artifacts/train_scored_bc/")
+    page = api.get("/conveyor/")
+    assert page.status_code == 200
+    assert f'<a href="{href}">model card</a>' in page.text
+    card = api.get(href)
+    assert card.status_code == 200 and "text/html" in card.headers["content-type"]
+    assert f"Model card: {NAME} v{version}" in card.text
