@@ -574,6 +574,7 @@ def _services(settings: Settings, pipeline: str):
         ],
         SERVICE_PORT,
         "/health",
+        up_statuses=(200, 503),  # 503: running, no production model yet
     )
     return mlflow_ui, model_service
 

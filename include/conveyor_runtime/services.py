@@ -31,6 +31,9 @@ class Service:
     command: list[str]
     port: int
     health_path: str = "/"
+    #: Statuses of the health URL that mean "up" (the model service answers 503 while it
+    #: has no model yet: it is running and polls the registry).
+    up_statuses: tuple[int, ...] = (200,)
 
     @property
     def url(self) -> str:
@@ -42,13 +45,12 @@ def _state_file(settings: Settings, name: str) -> Path:
 
 
 def healthy(service: Service, timeout: float = 2.0) -> bool:
-    """True when the service answers its health URL with a 2xx."""
+    """True when the service answers its health URL with one of its ``up_statuses``."""
     try:
-        return httpx.get(
-            service.url + service.health_path, timeout=timeout, trust_env=False
-        ).is_success
+        response = httpx.get(service.url + service.health_path, timeout=timeout, trust_env=False)
     except httpx.HTTPError:
         return False
+    return response.status_code in service.up_statuses
 
 
 def running(settings: Settings, name: str) -> dict | None:
