@@ -1,6 +1,6 @@
 """The Airflow UI in a real browser (Debian's Chromium driven by Playwright): log in, trigger
-the training DAG with typed Params, see the run succeed, follow a Conveyor extra link, open
-the pipelines view and a drift report with the same login, and meet the login form without.
+the training DAG with typed Params, see the run succeed, follow Conveyor's extra links (Data
+Docs; the model card with its version and fairness table), open the pipelines view and a drift report with the same login, and meet the login form without.
 
 Screenshots of every step go to the test's output directory (``tmp_path``).
 
@@ -145,6 +145,22 @@ def test_trigger_with_params_in_the_ui_and_follow_an_extra_link(
     assert "Expectation" in page.content() or "expect_" in page.content()
     page.screenshot(path=tmp_path / "5-data-docs.png")
 
+    # register_model's "Model card" extra link: this run's version and its fairness table
+    # (the demo YAML's evaluation.sensitive_features: 'mean texture' quartiles).
+    version = registered_version(settings, run_id)
+    links = client.request(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/register_model/links"
+    ).json()["extra_links"]
+    href = links["Model card"]
+    assert "/conveyor/artifacts/" in href and "/model_card/" in href, href
+    page.goto(href if href.startswith("http") else base + href, wait_until="networkidle")
+    page.get_by_role("heading", name=f"Model card: breast_cancer v{version}").wait_for()
+    page.get_by_role("heading", name="Fairness: mean texture").wait_for()
+    fairness = page.locator("table.fairness")
+    assert fairness.locator("th", has_text="selection_rate").count() == 1
+    assert fairness.locator("tr:has(td)").count() >= 2  # one row per group
+    page.screenshot(path=tmp_path / "5b-model-card.png")
+
     # The pipelines view (the navigation bar's "Conveyor pipelines") in the same login.
     page.goto(f"{base}/conveyor/", wait_until="networkidle")
     page.get_by_role("heading", name="breast_cancer", exact=True).wait_for()
@@ -166,6 +182,19 @@ def test_trigger_with_params_in_the_ui_and_follow_an_extra_link(
         assert "/auth/login" in login.url, login.url
     finally:
         anonymous.close()
+
+
+def registered_version(settings, run_id: str) -> str:
+    """The breast_cancer version the training run ``run_id`` registered (its lineage tag)."""
+    from conveyor.registry import tracking
+
+    client = tracking.configure(settings)
+    [version] = [
+        v.version
+        for v in client.search_model_versions("name = 'breast_cancer'")
+        if v.tags.get("conveyor.run_id") == run_id
+    ]
+    return str(version)
 
 
 def drift_report(settings) -> str:
