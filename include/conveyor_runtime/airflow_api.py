@@ -201,8 +201,22 @@ class AirflowClient:
                 )
             time.sleep(poll)
 
-    def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
-        return self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused}).json()
+    def set_paused(self, dag_id: str, paused: bool, *, attempts: int = 4) -> dict[str, Any]:
+        """Pause or unpause; idempotent, so a transient "Database error" (SQLite busy while
+        the scheduler and triggerer write, seen on a loaded 2-core machine) is retried."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.request(
+                    "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused}
+                ).json()
+            except AirflowApiError as exc:
+                if exc.status is None or exc.status < 500 or attempt == attempts:
+                    raise
+                log.warning(
+                    "PATCH %s answered %s; retrying (%d/%d)", dag_id, exc.status, attempt, attempts
+                )
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
 
     def unpause(self, dag_id: str) -> dict[str, Any]:
         return self.set_paused(dag_id, False)

@@ -94,11 +94,7 @@ def test_trigger_with_params_in_the_ui_and_follow_an_extra_link(
     before = {r["dag_run_id"] for r in client.list_runs(DAG_ID, limit=50)}
     rev = demo_registry["breast_cancer"]
 
-    page.goto(f"{base}/auth/login", wait_until="networkidle")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", "admin")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/")
+    log_in(page, base, tmp_path)
     # The single-page app renders after the URL changes: wait for its navigation bar.
     page.get_by_text("Dags", exact=True).first.wait_for()
     page.screenshot(path=tmp_path / "1-home.png")
@@ -182,6 +178,26 @@ def test_trigger_with_params_in_the_ui_and_follow_an_extra_link(
         assert "/auth/login" in login.url, login.url
     finally:
         anonymous.close()
+
+
+def log_in(page, base: str, tmp_path) -> None:
+    """Sign in as the demo admin through the login form. A click that lands before the
+    login page's script is ready does nothing (seen late in a full suite run): try again,
+    and on a real refusal fail with what the page says."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, 4):
+        page.goto(f"{base}/auth/login", wait_until="networkidle")
+        page.locator("input[name=username]").wait_for()
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", "admin")
+        page.get_by_role("button", name="Sign in").click()
+        try:
+            page.wait_for_url(lambda url: "/auth/login" not in url, timeout=40_000)
+            return
+        except PlaywrightTimeout:
+            page.screenshot(path=tmp_path / f"0-login-attempt-{attempt}.png")
+    raise AssertionError(f"login never left {page.url}: {page.inner_text('body')[:800]}")
 
 
 def registered_version(settings, run_id: str) -> str:
