@@ -64,6 +64,13 @@ from conveyor.settings import Settings  # noqa: E402
 from conveyor_runtime.airflow_env import airflow_env  # noqa: E402
 
 os.environ.update(airflow_env(Settings.from_env()))
+# The demo login (admin / admin), written before anything in this session can start
+# Airflow's SimpleAuthManager (tests/operators/test_ui_app.py builds Airflow's API app in
+# process): without the file it invents a random password, which `airflow_init` then keeps,
+# and the browser test's admin/admin login is refused.
+_passwords = Path(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+_passwords.parent.mkdir(parents=True, exist_ok=True)
+_passwords.write_text('{"admin": "admin"}')
 
 
 @pytest.fixture(scope="session")
