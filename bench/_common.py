@@ -418,3 +418,40 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def train_and_promote(settings: Any, cfg: Any, key: str) -> tuple[str, Any, Any]:
+    """Fit ``cfg`` on scikit-learn's breast-cancer data, log it to MLflow, register it and
+    make it production: the benchmark model of bench/serving.py and bench/scoring.py.
+    Returns (version, train frame, test frame); ``key`` keys the registration."""
+    import mlflow
+    import yaml
+    from sklearn.datasets import load_breast_cancer
+
+    from conveyor.data.splits import split_frame
+    from conveyor.modeling.training import log_model, train_model
+    from conveyor.registry import tracking
+    from conveyor.registry.models import lineage_tags, promote, register_version
+
+    train, test = split_frame(load_breast_cancer(as_frame=True).frame, cfg)
+    result = train_model(train, cfg, n_jobs=1)
+    client = tracking.configure(settings)
+    experiment = tracking.ensure_experiment(client, cfg.name, settings)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        uri = log_model(
+            result,
+            cfg,
+            input_example=train[cfg.feature_columns],
+            config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+        )
+    version, _ = register_version(
+        client,
+        name=cfg.model_name,
+        model_uri=uri,
+        mlflow_run_id=run.info.run_id,
+        dag_id="bench",
+        run_id=key,
+        tags=lineage_tags(pipeline=cfg.name),
+    )
+    promote(client, cfg.model_name, version, reason="bench", actor="bench")
+    return version, train, test

@@ -58,7 +58,6 @@ WRITE_ROWS = 500_000
 
 def prepare_worker(spec_path: str) -> None:
     """Train, register and promote the model; write and publish the input CSV."""
-    import mlflow
     import numpy as np
     import yaml
     from sklearn.datasets import load_breast_cancer
@@ -66,10 +65,6 @@ def prepare_worker(spec_path: str) -> None:
     from conveyor.config import load_pipeline_config
     from conveyor.data.registry import init_registry, publish_file
     from conveyor.data.source import read_tracked_md5
-    from conveyor.data.splits import split_frame
-    from conveyor.modeling.training import log_model, train_model
-    from conveyor.registry import tracking
-    from conveyor.registry.models import lineage_tags, promote, register_version
     from conveyor.settings import Settings
 
     spec = json.loads(Path(spec_path).read_text())
@@ -94,28 +89,8 @@ def prepare_worker(spec_path: str) -> None:
     yaml_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_pipeline_config(yaml_path)
 
+    version, _, _ = c.train_and_promote(settings, cfg, "bench_scoring")
     frame = load_breast_cancer(as_frame=True).frame
-    train, _ = split_frame(frame, cfg)
-    result = train_model(train, cfg, n_jobs=1)
-    client = tracking.configure(settings)
-    experiment = tracking.ensure_experiment(client, cfg.name, settings)
-    with mlflow.start_run(experiment_id=experiment) as run:
-        uri = log_model(
-            result,
-            cfg,
-            input_example=train[cfg.feature_columns],
-            config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-        )
-    version, _ = register_version(
-        client,
-        name=cfg.model_name,
-        model_uri=uri,
-        mlflow_run_id=run.info.run_id,
-        dag_id="bench",
-        run_id="bench_scoring",
-        tags=lineage_tags(pipeline=cfg.name),
-    )
-    promote(client, cfg.model_name, version, reason="bench", actor="bench")
     model_s = time.perf_counter() - t0
 
     # The input: rows drawn with replacement from the 30 feature columns, written in steps.

@@ -156,15 +156,8 @@ def run_load(
 
 def prepare_model() -> tuple[str, Any, list[str]]:
     """Train, log, register and promote the benchmark model; (version, test frame, columns)."""
-    import mlflow
-    import yaml
-    from sklearn.datasets import load_breast_cancer
 
     from conveyor.config import load_pipeline_config
-    from conveyor.data.splits import split_frame
-    from conveyor.modeling.training import log_model, train_model
-    from conveyor.registry import tracking
-    from conveyor.registry.models import lineage_tags, promote, register_version
     from conveyor.settings import Settings
 
     settings = Settings.from_env()
@@ -172,27 +165,7 @@ def prepare_model() -> tuple[str, Any, list[str]]:
     cfg = cfg.model_copy(
         update={"name": PIPELINE, "model": cfg.model.model_copy(update={"search": None})}
     )
-    train, test = split_frame(load_breast_cancer(as_frame=True).frame, cfg)
-    result = train_model(train, cfg, n_jobs=1)
-    client = tracking.configure(settings)
-    experiment = tracking.ensure_experiment(client, cfg.name, settings)
-    with mlflow.start_run(experiment_id=experiment) as run:
-        uri = log_model(
-            result,
-            cfg,
-            input_example=train[cfg.feature_columns],
-            config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-        )
-    version, _ = register_version(
-        client,
-        name=cfg.model_name,
-        model_uri=uri,
-        mlflow_run_id=run.info.run_id,
-        dag_id="bench",
-        run_id="bench_serving",
-        tags=lineage_tags(pipeline=cfg.name),
-    )
-    promote(client, cfg.model_name, version, reason="bench", actor="bench")
+    version, _, test = c.train_and_promote(settings, cfg, "bench_serving")
     return version, test, list(cfg.feature_columns)
 
 
