@@ -339,6 +339,113 @@ def _context(docs_dir: Path | None):
     )
 
 
+class _GxRun:
+    """What GX's engine produced for one call: its context and validation definition
+    (for the Data Docs), the results of the expectations it evaluated, the batch meta."""
+
+    def __init__(self, context, definition, results: list, meta: dict, batch_id) -> None:
+        self.context = context
+        self.definition = definition
+        self.results = results
+        self.meta = meta
+        self.batch_id = batch_id
+
+
+def _run_gx(df, suite, pending: list, docs_path: Path | None) -> _GxRun:
+    """Evaluate ``pending`` (expectations of ``suite``) with GX's engine on ``df``.
+
+    The ephemeral context holds the whole suite and a validation definition, as
+    ``ValidationDefinition.run`` would use; only the pending expectations go through
+    GX's metric graph (``Validator`` of GX 1.x, the one ``run`` builds).
+    """
+    gx = _import_gx()
+    from great_expectations.util import convert_to_json_serializable
+    from great_expectations.validator.v1_validator import Validator
+
+    context = _context(docs_path)
+    batch_definition = (
+        context.data_sources.add_pandas("conveyor")
+        .add_dataframe_asset(suite.name)
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    stored = context.suites.add(suite)  # gives every expectation of ``suite`` its id
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=stored)
+    )
+    validator = Validator(
+        batch_definition=batch_definition,
+        batch_parameters={"dataframe": df},
+        result_format=_RESULT_FORMAT,
+    )
+    with _no_batch_fingerprint():
+        results = (
+            validator._validate_expectation_configs([e.configuration for e in pending])
+            if pending
+            else []
+        )
+        wrapped = validator._wrapped_validator  # loads the batch (for its meta)
+        meta = {
+            "great_expectations_version": gx.__version__,
+            "batch_spec": convert_to_json_serializable(wrapped.active_batch_spec),
+            "batch_markers": wrapped.active_batch_markers,
+            "active_batch_definition": convert_to_json_serializable(
+                wrapped.active_batch_definition
+            ),
+        }
+    return _GxRun(context, definition, results, meta, validator.active_batch_id)
+
+
+def _store_and_build_docs(run: _GxRun, results: list) -> None:
+    """Store the suite's results as ``ValidationDefinition.run`` does and let GX build
+    its Data Docs site from them."""
+    import datetime
+
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    definition = run.definition
+    statistics = calc_validation_statistics(results)
+    run_id = RunIdentifier(run_time=datetime.datetime.now(datetime.UTC))
+    suite_result = ExpectationSuiteValidationResult(
+        results=results,
+        success=statistics.success,
+        suite_name=definition.suite.name,
+        statistics={
+            "evaluated_expectations": statistics.evaluated_expectations,
+            "successful_expectations": statistics.successful_expectations,
+            "unsuccessful_expectations": statistics.unsuccessful_expectations,
+            "success_percent": statistics.success_percent,
+        },
+        meta={
+            **run.meta,
+            "validation_id": definition.id,
+            "checkpoint_id": None,
+            "run_id": run_id,
+            "validation_time": run_id.run_time,
+            "batch_parameters": {"dataframe": "<DATAFRAME>"},
+        },
+        batch_id=run.batch_id,
+    )
+    suite_id = ExpectationSuiteIdentifier(name=definition.suite.name)
+    run.context.validation_results_store.store_validation_results(
+        suite_validation_result=suite_result,
+        suite_validation_result_identifier=ValidationResultIdentifier(
+            batch_identifier=run.batch_id,
+            expectation_suite_identifier=suite_id,
+            run_id=run_id,
+        ),
+        expectation_suite_identifier=suite_id,
+    )
+    run.context.build_data_docs(site_names=[_DOCS_SITE])
+
+
 def validate_frame(
     df: pd.DataFrame,
     spec: ValidationSpec,
@@ -378,46 +485,49 @@ def validate_frame(
     """
     started = time.perf_counter()
     suite = build_suite(spec, suite_name)
-    gx = _import_gx()
     docs_path = None if docs_dir is None else Path(docs_dir).absolute()
-    context = _context(docs_path)
-    try:
-        batch_definition = (
-            context.data_sources.add_pandas("conveyor")
-            .add_dataframe_asset(suite_name)
-            .add_batch_definition_whole_dataframe("whole")
-        )
-        suite = context.suites.add(suite)
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
-        )
-        with _no_batch_fingerprint():
-            result = definition.run(
-                batch_parameters={"dataframe": df}, result_format=_RESULT_FORMAT
-            )
-    except Exception as exc:  # GX catches per-expectation errors; this is the rest
-        log.debug("Great Expectations could not run suite %s", suite_name, exc_info=True)
-        reason = " ".join(str(exc).split())[:500] or type(exc).__name__
-        summary = {
-            "success": False,
-            "rows": len(df),
-            "columns": len(df.columns),
-            "evaluated": 0,
-            "failed": 0,
-            "failures": [],
-            "docs_index": None,
-            "error": reason,
-        }
-        raise ValidationFailed(
-            f"Data validation failed: Great Expectations could not run the suite for "
-            f"{suite_name} ({len(df)} rows): {type(exc).__name__}: {reason}",
-            summary,
-        ) from None
+    from conveyor.validation.computed import compute_result, frame_facts
 
-    docs_index = None
+    # One vectorised pass for the expectations Conveyor's suites are made of; GX's own
+    # _validate builds each result from the computed metrics. GX's engine evaluates the
+    # rest (other types, missing columns, object columns...).
+    expectations = list(suite.expectations)
+    facts = frame_facts(df, _RESULT_FORMAT)
+    results = [compute_result(e, facts) for e in expectations]
+    pending = [e for e, r in zip(expectations, results, strict=True) if r is None]
+    if pending or docs_path is not None:
+        try:
+            run = _run_gx(df, suite, pending, docs_path)
+        except Exception as exc:  # GX catches per-expectation errors; this is the rest
+            log.debug("Great Expectations could not run suite %s", suite_name, exc_info=True)
+            reason = " ".join(str(exc).split())[:500] or type(exc).__name__
+            summary = {
+                "success": False,
+                "rows": len(df),
+                "columns": len(df.columns),
+                "evaluated": 0,
+                "failed": 0,
+                "failures": [],
+                "docs_index": None,
+                "error": reason,
+            }
+            raise ValidationFailed(
+                f"Data validation failed: Great Expectations could not run the suite for "
+                f"{suite_name} ({len(df)} rows): {type(exc).__name__}: {reason}",
+                summary,
+            ) from None
+        # GX evaluates (and lists) expectations in its own order; report them in the
+        # suite's order: table first, then column by column as in the YAML.
+        by_id = {r.expectation_config.id: r for r in run.results}
+        for e, r in zip(expectations, results, strict=True):
+            if r is not None:  # computed before the context gave the expectation its id
+                r.expectation_config.id = e.id
+        results = [
+            r if r is not None else by_id[e.id] for e, r in zip(expectations, results, strict=True)
+        ]
     if docs_path is not None:
         try:
-            context.build_data_docs(site_names=[_DOCS_SITE])
+            _store_and_build_docs(run, results)
             serve_assets_locally(docs_path)
         except OSError as exc:
             raise ConfigError(
@@ -425,11 +535,9 @@ def validate_frame(
                 "(the run's artifact directory) at a writable location"
             ) from exc
         docs_index = str(_result_page(docs_path) or docs_path / "index.html")
+    else:
+        docs_index = None
 
-    # GX evaluates (and lists) expectations in its own order; report them in the
-    # suite's order: table first, then column by column as in the YAML.
-    order = {e.id: i for i, e in enumerate(suite.expectations)}
-    results = sorted(result.results, key=lambda r: order.get(r.expectation_config.id, len(order)))
     failures = [_failure(r, df) for r in results if not r.success]
     summary = {
         "success": not failures,
