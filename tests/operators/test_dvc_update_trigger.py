@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.data import source as data_source
 from conveyor.data.registry import init_registry, publish_file
 from conveyor.data.source import read_tracked_md5
 from conveyor_airflow.triggers.dvc_update import LAST_MD5_KEY, DvcUpdateTrigger
+from conveyor_airflow.triggers.registry_poll import pollers
 
 
 class MemoryStateStore:
@@ -129,3 +131,90 @@ async def test_untracked_file_reports_error(registry):
     event = await next_event(trigger)
     assert event.payload["status"] == "error"
     assert "data/missing.csv" in event.payload["message"]
+
+
+async def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` if it never does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"never happened within {timeout:.0f} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_watchers_of_one_branch_share_one_poll_and_fire_for_their_own_path(
+    tmp_path, monkeypatch
+):
+    """Three watchers of one registry branch: one branch resolution per poll between
+    them, a .dvc file read once per commit that touched it, one event per changed path
+    to the watcher of that path only, and no poller left once they are all cancelled."""
+    repo = init_registry(tmp_path / "registry", str(tmp_path / "remote"))
+    names = ("a", "b", "c")
+    for name in names:
+        source = tmp_path / f"{name}.csv"
+        source.write_text(f"x,y\n{name},1\n")
+        publish_file(repo, f"data/{name}.csv", source, message=f"add {name}")
+
+    # Spies that count and call the real git readers (the poller looks them up on the module).
+    resolves: list[str] = []
+    reads: list[tuple[str, str]] = []
+    real_resolve, real_read = data_source.resolve_rev, data_source.read_tracked_md5
+
+    def counting_resolve(repo_: str, rev: str) -> str:
+        sha = real_resolve(repo_, rev)
+        resolves.append(sha)
+        return sha
+
+    def counting_read(repo_: str, path: str, rev: str) -> str:
+        reads.append((path, rev))
+        return real_read(repo_, path, rev)
+
+    monkeypatch.setattr(data_source, "resolve_rev", counting_resolve)
+    monkeypatch.setattr(data_source, "read_tracked_md5", counting_read)
+
+    stores = {n: MemoryStateStore() for n in names}
+    events: dict[str, list[dict]] = {n: [] for n in names}
+
+    async def watch(name: str) -> None:
+        trigger = DvcUpdateTrigger(
+            repo=str(repo), path=f"data/{name}.csv", rev="main", poll_interval=0.05
+        )
+        trigger.asset_state_store = stores[name]
+        async for event in trigger.run():
+            events[name].append(event.payload)
+
+    tasks = [asyncio.create_task(watch(n)) for n in names]
+    try:
+        await wait_until(
+            lambda: all(LAST_MD5_KEY in s.values for s in stores.values()),
+            "every watcher remembered its current data",
+        )
+        (poll,) = pollers().values()  # one poller for the three watchers
+        assert dict(poll.paths) == {f"data/{n}.csv": 1 for n in names}
+        await wait_until(lambda: poll.polls >= 5, "five shared polls")
+
+        changed = {}
+        for name in ("b", "c"):
+            source = tmp_path / f"{name}.csv"
+            source.write_text(f"x,y\n{name},2\n")
+            changed[name] = publish_file(repo, f"data/{name}.csv", source, message=f"new {name}")
+            await wait_until(lambda n=name: events[n], f"the watcher of {name} fired")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert events["a"] == []
+    for name in ("b", "c"):
+        assert [(e["status"], e["path"], e["rev"]) for e in events[name]] == [
+            ("changed", f"data/{name}.csv", changed[name])
+        ]
+    # One branch resolution per poll for all three (alone, each would resolve per poll).
+    assert len(resolves) == poll.polls
+    # Each file read at most once per commit, and only when its own .dvc file changed.
+    assert len(reads) == len(set(reads))
+    assert {sha for path, sha in reads if path == "data/a.csv"} == {resolves[0]}
+    assert ("data/b.csv", changed["b"]) in reads and ("data/b.csv", changed["c"]) not in reads
+    assert ("data/c.csv", changed["c"]) in reads and ("data/c.csv", changed["b"]) not in reads
+    assert pollers() == {}  # the last watcher leaving stopped the shared poll

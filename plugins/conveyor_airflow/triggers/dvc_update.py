@@ -8,7 +8,12 @@ watcher's ``asset_state_store`` (persisted in Airflow's metadata DB). Comparing 
 fixed baseline would fire on every poll, and keeping the value in memory would fire a
 spurious run after each triggerer restart (see AIRFLOW3-FACTS). With an empty store the
 baseline is the md5 in the production model's lineage; with no production model it
-fires once for the current data. The new md5 is stored *before* the event is yielded.
+remembers the current data without firing. The new md5 is stored *before* the event is
+yielded.
+
+Polling is shared: the watchers of one registry branch in the triggerer make one poll
+per interval between them (:mod:`conveyor_airflow.triggers.registry_poll`), and each
+fires for its own path only.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from conveyor_airflow.triggers.registry_poll import subscribe
 from conveyor_airflow.triggers.state import WatcherState
 
 log = logging.getLogger(__name__)
@@ -91,40 +97,20 @@ class DvcUpdateTrigger(WatcherState, BaseEventTrigger):
             return None
         return tags.get("conveyor.data_md5") if tags else None
 
-    def _read(self) -> tuple[str, str]:
-        from conveyor.data.source import read_tracked_md5, resolve_rev
+    async def _baseline(self, seen: str | None) -> str | None:
+        """The md5 a change is measured against: the last one this watcher saw (``seen``,
+        from the state store), else the given baseline, else production's training data;
+        None means "the data as it is at the first poll" (see :meth:`run`).
 
-        sha = resolve_rev(self.repo, self.rev)
-        return sha, read_tracked_md5(self.repo, self.path, sha)
-
-    async def _baseline(self) -> str | None:
-        """The md5 a change is measured against: the last one this watcher saw, else the
-        given baseline, else production's training data, else the data as it is now.
-
-        The last case (no model yet) remembers the current version without firing: the
+        That last case (no model yet) remembers the current version without firing: the
         first run of a new pipeline is started by hand or by its schedule, and a watcher
         that fired for data already being trained on queued a second, skipped run.
         """
-        seen = await self._get(LAST_MD5_KEY)
         if seen:
             return str(seen)
         if self.baseline_md5:
             return self.baseline_md5
-        production = await asyncio.to_thread(self._production_md5)
-        if production:
-            return production
-        try:
-            _, current = await asyncio.to_thread(self._read)
-        except Exception:  # reported by the poll loop, with backoff
-            return None
-        await self._set(LAST_MD5_KEY, current)
-        log.info(
-            "No model yet for %s: watching from its current version (md5 %s); new versions "
-            "start runs, the first run is yours to start",
-            self.path,
-            current,
-        )
-        return current
+        return await asyncio.to_thread(self._production_md5)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         if getattr(self, "asset_state_store", None) is None:
@@ -134,7 +120,11 @@ class DvcUpdateTrigger(WatcherState, BaseEventTrigger):
                 "production was trained on.",
                 self.path,
             )
-        last = await self._baseline()
+        # The store is read once here; afterwards this trigger, its only writer, knows
+        # what it holds (reading it on every poll cost 500 watchers 100 API calls a second).
+        stored = await self._get(LAST_MD5_KEY)
+        last_error = await self._get(LAST_ERROR_KEY) or ""
+        last = await self._baseline(stored)
         log.info(
             "Watching %s@%s in %s (last seen md5 %s, every %.0fs)",
             self.path,
@@ -143,47 +133,55 @@ class DvcUpdateTrigger(WatcherState, BaseEventTrigger):
             last,
             self.poll_interval,
         )
-        delay = self.poll_interval
-        while True:
-            try:
-                sha, md5 = await asyncio.to_thread(self._read)
-            except Exception as exc:  # DataError and anything git throws
-                message = f"{type(exc).__name__}: {exc}"
-                if await self._get(LAST_ERROR_KEY) != message:
-                    await self._set(LAST_ERROR_KEY, message)
-                    log.error("Data watcher for %s failed: %s", self.path, message)
+        # One poll per (registry, branch, interval) for every watcher in this event loop.
+        async with subscribe(self.repo, self.rev, self.path, self.poll_interval) as poll:
+            while True:
+                try:
+                    sha, md5 = await poll.next()
+                except Exception as exc:  # DataError and anything git throws
+                    message = f"{type(exc).__name__}: {exc}"
+                    if last_error != message:
+                        await self._set(LAST_ERROR_KEY, message)
+                        last_error = message
+                        log.error("Data watcher for %s failed: %s", self.path, message)
+                        yield TriggerEvent(
+                            {
+                                "status": "error",
+                                "repo": self.repo,
+                                "path": self.path,
+                                "branch": self.rev,
+                                "message": message,
+                            }
+                        )
+                    continue  # the shared poll backs off on a broken registry
+                if last_error:
+                    await self._set(LAST_ERROR_KEY, "")
+                    last_error = ""
+                if last is None:  # no model yet: remember the data as it is, no event
+                    await self._set(LAST_MD5_KEY, md5)
+                    stored = last = md5
+                    log.info(
+                        "No model yet for %s: watching from its current version (md5 %s); "
+                        "new versions start runs, the first run is yours to start",
+                        self.path,
+                        md5,
+                    )
+                elif md5 != last:
+                    log.info(
+                        "New data version: %s md5 %s -> %s at commit %s", self.path, last, md5, sha
+                    )
+                    await self._set(LAST_MD5_KEY, md5)  # saved before yielding: no re-fire
+                    stored = last = md5
                     yield TriggerEvent(
                         {
-                            "status": "error",
+                            "status": "changed",
                             "repo": self.repo,
                             "path": self.path,
                             "branch": self.rev,
-                            "message": message,
+                            "rev": sha,
+                            "md5": md5,
                         }
                     )
-                # Back off instead of spinning on a broken registry.
-                delay = min(delay * 2, self.poll_interval * 10)
-                await asyncio.sleep(delay)
-                continue
-            delay = self.poll_interval
-            if await self._get(LAST_ERROR_KEY):
-                await self._set(LAST_ERROR_KEY, "")
-            if md5 != last:
-                log.info(
-                    "New data version: %s md5 %s -> %s at commit %s", self.path, last, md5, sha
-                )
-                await self._set(LAST_MD5_KEY, md5)  # saved before yielding: no re-fire
-                last = md5
-                yield TriggerEvent(
-                    {
-                        "status": "changed",
-                        "repo": self.repo,
-                        "path": self.path,
-                        "branch": self.rev,
-                        "rev": sha,
-                        "md5": md5,
-                    }
-                )
-            elif await self._get(LAST_MD5_KEY) != md5:
-                await self._set(LAST_MD5_KEY, md5)
-            await asyncio.sleep(self.poll_interval)
+                elif stored != md5:
+                    await self._set(LAST_MD5_KEY, md5)
+                    stored = md5
