@@ -12,13 +12,13 @@ unexpected count and percent, missing count, partial unexpected list - is built 
 exactly as GX would build it, and GX's renderers draw the Data Docs from it.
 
 Anything outside the shapes computed here returns ``None`` and is left to GX's engine:
-another expectation type, a ``row_condition``, ``mostly`` below 1, suite parameters
+another expectation type, a ``row_condition``, suite parameters
 (``{"$PARAMETER": ...}``), a missing or duplicated column, an ``object`` column for a
 type or range check (GX checks those value by value and may report an error), a range
 on a dtype other than int64/float64 (GX maps those element-wise), or any exception raised
 while computing.
 
-``tests/unit/validation/test_computed.py`` runs GX's engine and this path on the same
+``tests/unit/test_validation_computed.py`` runs GX's engine and this path on the same
 good and bad frames and compares every result.
 """
 

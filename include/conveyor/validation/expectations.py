@@ -522,6 +522,7 @@ def validate_frame(
         for e, r in zip(expectations, results, strict=True):
             if r is not None:  # computed before the context gave the expectation its id
                 r.expectation_config.id = e.id
+                r.expectation_config.kwargs["batch_id"] = run.batch_id  # as GX's engine sets
         results = [
             r if r is not None else by_id[e.id] for e, r in zip(expectations, results, strict=True)
         ]
