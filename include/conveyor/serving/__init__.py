@@ -1,7 +1,9 @@
 """The model service: FastAPI app serving ``models:/NAME@production`` with hot reload.
 
 Start it with ``conveyor serve --pipeline NAME`` (or ``python -m conveyor.serving.server``).
-Routes: ``POST /predict``, ``GET /health``, ``GET /version``, ``POST /admin/reload``.
+Routes: ``POST /predict``, ``GET /health``, ``GET /version``, ``POST /admin/reload``, and
+each of them under ``/models/{name}``; ``GET /models``. One process can serve several
+models by name (``--pipeline a --pipeline b``).
 Layout: :mod:`.settings` (ServingSettings), :mod:`.schema` (request parsing and checks),
 :mod:`.predictor` (fast predictions), :mod:`.model_holder` (loading and atomic swaps),
 :mod:`.prediction_log` (JSONL log and its reader), :mod:`.dependencies`, :mod:`.routers`,

@@ -391,3 +391,42 @@ class ModelHolder:
             "last_check_at": self.last_check_at.isoformat() if self.last_check_at else None,
             "last_reload_error": self.last_reload_error,
         }
+
+
+class HolderGroup:
+    """One thread polling the aliases of several holders (a service of many models).
+
+    A holder of its own polls in its own thread; fifty of them would be fifty threads
+    waking apart. Here one thread checks every holder in turn each ``poll_seconds``
+    (the smallest of theirs); a slow registry delays the round, never a request.
+    """
+
+    def __init__(self, holders: list[ModelHolder]) -> None:
+        self.holders = holders
+        self.poll_seconds = min(h.serving.poll_seconds for h in holders)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start polling in a daemon thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._poll, name="conveyor-model-poll-all", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling (waits for a load in progress, up to ``timeout`` seconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            for holder in self.holders:
+                if self._stop.is_set():
+                    return
+                holder.check_now(force=False)

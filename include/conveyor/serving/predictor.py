@@ -108,22 +108,28 @@ class Predictor:
         """Whether the NumPy replay of the preprocessing is in use."""
         return self._fast is not None
 
-    def features(self, rows: list[list[Any]]) -> Any:
-        """The estimator's input for ``rows`` (preprocessed when the model is a pipeline)."""
+    def features(self, rows: np.ndarray | list[list[Any]]) -> Any:
+        """The estimator's input for ``rows`` (preprocessed when the model is a pipeline).
+
+        ``rows`` is what :meth:`InputSchema.check_batch` returns: a float matrix or lists.
+        """
         import numpy as np
 
         if self._fast is not None:
-            return self._fast(np.array(rows, dtype=np.float64))
+            # The replay works on copies of column blocks: an ndarray can be used as is.
+            return self._fast(np.asarray(rows, dtype=np.float64))
         frame = self._frame(rows)
         return frame if self._pre is None else self._pre.transform(frame)
 
-    def predict(self, rows: list[list[Any]]) -> tuple[list[Any], list[dict[str, float]] | None]:
+    def predict(
+        self, rows: np.ndarray | list[list[Any]]
+    ) -> tuple[list[Any], list[dict[str, float]] | None]:
         """Labels (or values) and, for classifiers, class probabilities of ``rows``.
 
         Parameters
         ----------
-        rows : list of list of shape (n_rows, n_columns)
-            Output of :meth:`InputSchema.check_records`.
+        rows : ndarray or list of list of shape (n_rows, n_columns)
+            Output of :meth:`InputSchema.check_batch` (or ``check_records``).
 
         Returns
         -------
@@ -190,10 +196,12 @@ class Predictor:
                 labels[ties] = self._estimator.predict(subset)
         return labels
 
-    def _frame(self, rows: list[list[Any]]) -> Any:
+    def _frame(self, rows: np.ndarray | list[list[Any]]) -> Any:
         import numpy as np
         import pandas as pd
 
+        if isinstance(rows, np.ndarray):  # all-numeric, already checked
+            return pd.DataFrame(rows, columns=list(self.schema.names), copy=False)
         columns: dict[str, Any] = {}
         for j, column in enumerate(self.schema.columns):
             values = [row[j] for row in rows]

@@ -3,7 +3,15 @@
 The body is parsed and checked here by hand rather than through a pydantic request
 model: one pass over plain dicts costs microseconds per row, each problem is reported
 with its row and column, and nothing is silently coerced (pydantic's lax mode would
-turn ``true`` into ``1.0`` and ``"3"`` into ``3``). The schema itself comes from the
+turn ``true`` into ``1.0`` and ``"3"`` into ``3``).
+
+Two speeds, one verdict. Bodies are parsed with orjson (about 5x the standard library on
+a 100-row batch); a body orjson refuses is parsed again by ``json`` so the error (or the
+NaN/Infinity constants, which only ``json`` reads, for a 422 naming their column) is the
+one it always was. For all-numeric schemas :meth:`InputSchema.check_batch` checks a
+whole batch column-wise with NumPy (one type scan, one float matrix, vectorised range
+checks) and only when that finds anything wrong re-runs the per-value checks, which
+name each bad row and column. The schema itself comes from the
 model version: column names from its MLflow signature, declared types and nullability
 from the pipeline config logged with it (see :mod:`conveyor.serving.model_holder`).
 """
@@ -14,9 +22,14 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from itertools import chain
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.errors import ConveyorError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Kind = Literal["float", "int", "str", "bool"]
 
@@ -90,6 +103,9 @@ class InputSchema:
     names: tuple[str, ...] = field(init=False)
     _name_set: frozenset[str] = field(init=False, repr=False)
 
+    _getter: Any = field(init=False, repr=False, compare=False)
+    _int_columns: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         if not self.columns:
             raise ValueError("an input schema needs at least one column")
@@ -98,6 +114,14 @@ class InputSchema:
             raise ValueError(f"duplicate column names in input schema: {names}")
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "_name_set", frozenset(names))
+        # itemgetter of one name returns the value, not a 1-tuple: wrap it.
+        getter = itemgetter(*names)
+        if len(names) == 1:
+            single = getter
+            getter = lambda record: (single(record),)  # noqa: E731
+        object.__setattr__(self, "_getter", getter)
+        ints = tuple(i for i, c in enumerate(self.columns) if c.kind == "int")
+        object.__setattr__(self, "_int_columns", ints)
 
     @property
     def numeric_only(self) -> bool:
@@ -177,6 +201,51 @@ class InputSchema:
             )
         return rows
 
+    def check_batch(self, records: list[Any], *, max_abs: float) -> np.ndarray | list[list[Any]]:
+        """:meth:`check_records` for the service's hot path: same checks, same errors.
+
+        For an all-numeric schema whose records are complete, non-null numbers (the
+        usual request), the batch is checked column-wise and returned as one float64
+        matrix of shape (n_records, n_columns); anything else, including every batch
+        with a problem, goes through :meth:`check_records` (lists, exact messages).
+        """
+        if self.numeric_only:
+            matrix = self._numeric_matrix(records, max_abs)
+            if matrix is not None:
+                return matrix
+        return self.check_records(records, max_abs=max_abs)
+
+    def _numeric_matrix(self, records: list[Any], max_abs: float) -> np.ndarray | None:
+        """The float matrix of ``records`` if every value passes, else None (not an error:
+        the caller then runs the per-value checks that say what is wrong)."""
+        import numpy as np
+
+        width = len(self.names)
+        for record in records:
+            if type(record) is not dict or len(record) != width:
+                return None
+        try:
+            rows = list(map(self._getter, records))  # KeyError: a column is missing
+        except KeyError:
+            return None
+        kinds = set(map(type, chain.from_iterable(rows)))
+        if not kinds <= {float, int}:  # null, bool, str, ...: the slow path says which
+            return None
+        try:
+            matrix = np.array(rows, dtype=np.float64)
+        except (OverflowError, ValueError, TypeError):
+            return None
+        # NaN/inf fail both comparisons; so does anything beyond max_abs.
+        if not bool(np.all(np.abs(matrix) <= max_abs)):
+            return None
+        if self._int_columns:
+            ints = matrix[:, self._int_columns]
+            if not bool(np.all(ints == np.trunc(ints))) or not bool(
+                np.all((ints >= -_INT64) & (ints < _INT64))
+            ):
+                return None
+        return matrix
+
     def _key_errors(self, index: int, record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
         for name in self.names:
             if name not in record:
@@ -253,6 +322,24 @@ def _constant(name: str) -> float:
     return float(name.replace("Infinity", "inf"))
 
 
+def _loads(body: bytes) -> Any:
+    """The parsed body: orjson when it accepts the text, else ``json`` (and its errors)."""
+    import orjson
+
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # NaN/Infinity, integers beyond 64 bits, or malformed: json decides below
+    try:
+        return json.loads(body, parse_constant=_constant)
+    except RecursionError:
+        raise RequestRejected(400, "Invalid JSON: nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise RequestRejected(400, f"Invalid JSON: not UTF-8 text ({exc.reason})") from None
+    except ValueError as exc:  # JSONDecodeError, and integers with > 4300 digits
+        raise RequestRejected(400, f"Invalid JSON: {exc}") from None
+
+
 def parse_records(body: bytes, *, content_type: str | None, max_rows: int) -> list[Any]:
     """Parse a ``/predict`` body into its list of records (not yet checked).
 
@@ -270,14 +357,7 @@ def parse_records(body: bytes, *, content_type: str | None, max_rows: int) -> li
             )
     if not body:
         raise RequestRejected(400, 'Empty body: send {"records": [{column: value, ...}]}')
-    try:
-        payload = json.loads(body, parse_constant=_constant)
-    except RecursionError:
-        raise RequestRejected(400, "Invalid JSON: nested too deeply") from None
-    except UnicodeDecodeError as exc:
-        raise RequestRejected(400, f"Invalid JSON: not UTF-8 text ({exc.reason})") from None
-    except ValueError as exc:  # JSONDecodeError, and integers with > 4300 digits
-        raise RequestRejected(400, f"Invalid JSON: {exc}") from None
+    payload = _loads(body)
     if type(payload) is not dict:
         raise RequestRejected(
             422, f'The body must be a JSON object {{"records": [...]}}, got {_type_name(payload)}'

@@ -1,4 +1,8 @@
-"""``python -m conveyor.serving.server --pipeline NAME``: run the model service.
+"""``python -m conveyor.serving.server --pipeline NAME [--pipeline NAME2 ...]``: run the service.
+
+With one ``--pipeline`` the service is what it always was (``/predict`` at the root); with
+several (repeated, or comma-separated) one process serves each by name under
+``/models/{name}/...`` (see :mod:`conveyor.serving.app`).
 
 One uvicorn worker (the model holder and the prediction log are per process), uvloop
 and httptools when installed. BLAS/OpenMP are limited to one thread unless the
@@ -28,7 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="conveyor serve",
         description="Serve NAME@production over HTTP: /predict, /health, /version, /admin/reload.",
     )
-    parser.add_argument("--pipeline", required=True, help="pipeline (registered model) name")
+    parser.add_argument(
+        "--pipeline",
+        action="append",
+        required=True,
+        help="pipeline (registered model) name; repeat it (or separate names by commas) to "
+        "serve several models by name under /models/{name}/predict",
+    )
     parser.add_argument(
         "--host", default=None, help="bind address (default $CONVEYOR_SERVE_HOST or 127.0.0.1)"
     )
@@ -63,9 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = Settings.from_env()
-        serving = ServingSettings.from_env(
-            args.pipeline, settings=settings, host=args.host, port=args.port
-        )
+        names = [n.strip() for arg in args.pipeline for n in arg.split(",") if n.strip()]
+        every = [
+            ServingSettings.from_env(name, settings=settings, host=args.host, port=args.port)
+            for name in names
+        ]
+        if not every:
+            raise ConfigError("--pipeline names no pipeline")
+        serving = every[0]
     except ConfigError as exc:
         print(f"conveyor serve: {exc}", file=sys.stderr)
         return 2
@@ -81,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     host, port = sock.getsockname()[:2]
     try:
-        app = create_app(serving, settings)
+        app = create_app(every[0] if len(every) == 1 else every, settings)
     except ConfigError as exc:
         sock.close()
         print(f"conveyor serve: {exc}", file=sys.stderr)
@@ -101,9 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=30,
     )
     log.info(
-        "Serving %s@%s on http://%s:%d (/predict %s)",
-        serving.model_name,
-        serving.alias,
+        "Serving %s on http://%s:%d (/predict %s)",
+        f"{serving.model_name}@{serving.alias}"
+        if len(every) == 1
+        else f"{len(every)} models under /models/{{name}}",
         host,
         port,
         "needs a bearer token" if serving.predict_token else "needs no token",
