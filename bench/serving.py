@@ -38,9 +38,11 @@ import _common as c
 
 NAME = "serving"
 PIPELINE = "bench_serving"
-#: Goals of issue 9.
-GOAL_THROUGHPUT_RATIO = 5.0  # conveyor / mlflow requests per second, 1 row, 8 clients
-GOAL_P99_MS = 10.0  # conveyor, 1 row, 1 client
+#: Goals of issue 19 (issue 9 asked for 5x and 10 ms).
+GOAL_THROUGHPUT_RATIO = 10.0  # conveyor / mlflow requests per second, 1 row, 8 clients
+GOAL_P99_MS = 5.0  # conveyor, 1 row, 1 client
+GOAL_BATCH_RATIO = 5.0  # conveyor / mlflow rows per second, 100-row batches, 8 clients
+GOAL_BATCH_P99_MS = 15.0  # conveyor, 100-row batch, 1 client (and never above mlflow's)
 BATCH_ROWS = 100
 
 
@@ -51,13 +53,14 @@ def client_worker(spec_path: str) -> None:
     """Closed-loop load: ``clients`` threads, one keep-alive connection each (stdlib only).
 
     Emits the latencies (ms) of the requests completed inside the measured window (after
-    the warm-up, before the end) and any errors.
+    the warm-up, before the end) and any errors. With several ``paths`` each thread sends
+    its requests to them in turn, starting at its own offset (bench/multi_model.py).
     """
     import http.client
     import threading
 
     spec = json.loads(Path(spec_path).read_text())
-    host, port, path = spec["host"], spec["port"], spec["path"]
+    host, port, paths = spec["host"], spec["port"], spec["paths"]
     body = spec["body"].encode()
     headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
     clients, warmup, duration = spec["clients"], spec["warmup_s"], spec["duration_s"]
@@ -75,12 +78,14 @@ def client_worker(spec_path: str) -> None:
         t_measure = t_start + warmup
         t_end = t_measure + duration
         own = latencies[i]
+        turn = i
         try:
             while True:
                 t0 = time.perf_counter()
                 if t0 >= t_end:
                     break
-                conn.request("POST", path, body=body, headers=headers)
+                conn.request("POST", paths[turn % len(paths)], body=body, headers=headers)
+                turn += 1
                 resp = conn.getresponse()
                 data = resp.read()
                 t1 = time.perf_counter()
@@ -108,15 +113,22 @@ def client_worker(spec_path: str) -> None:
 
 
 def run_load(
-    host: str, port: int, path: str, body: str, clients: int, warmup: float, duration: float
+    host: str,
+    port: int,
+    path: str | list[str],
+    body: str,
+    clients: int,
+    warmup: float,
+    duration: float,
 ) -> dict[str, Any]:
+    """Closed-loop load on ``path`` (or on several paths in turn) from a fresh process."""
     spec = Path(os.environ["CONVEYOR_HOME"]) / "load.json"
     spec.write_text(
         json.dumps(
             {
                 "host": host,
                 "port": port,
-                "path": path,
+                "paths": [path] if isinstance(path, str) else list(path),
                 "body": body,
                 "clients": clients,
                 "warmup_s": warmup,
@@ -392,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                             args.duration,
                         )
                         cpu = server.cpu_s() - cpu0
+                        # Other work on this machine shows in the tails: note it per cell.
+                        r["loadavg_1m"] = round(os.getloadavg()[0], 2)
                         total_reqs_est = r["throughput_rps"] * (args.duration + args.warmup)
                         r["server_cpu_ms_per_request"] = (
                             1000 * cpu / total_reqs_est if total_reqs_est else None
@@ -399,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                         results[name][payload][n] = r
                         print(
                             f"  {name:8s} {payload:>8s} {n:3d} clients: {r['throughput_rps']:8.1f} req/s  "
-                            f"p50 {c.secs(r['p50_ms'])} ms  p99 {c.secs(r['p99_ms'])} ms",
+                            f"p50 {c.secs(r['p50_ms'])} ms  p99 {c.secs(r['p99_ms'])} ms  "
+                            f"load {r['loadavg_1m']:.2f}",
                             flush=True,
                         )
             finally:
@@ -443,6 +458,7 @@ def report(args, concurrency, results, ready, version, prepare_s, agree, started
                     c.secs(base["p99_ms"]),
                     c.secs(ours["server_cpu_ms_per_request"], 2),
                     c.secs(base["server_cpu_ms_per_request"], 2),
+                    f"{base['loadavg_1m']:.1f} / {ours['loadavg_1m']:.1f}",
                 ]
             )
     md = c.print_table(
@@ -461,6 +477,7 @@ def report(args, concurrency, results, ready, version, prepare_s, agree, started
             "mlflow p99 ms",
             "conveyor CPU ms/req",
             "mlflow CPU ms/req",
+            "load 1m (mlflow / conveyor)",
         ],
         rows,
     )
@@ -469,16 +486,40 @@ def report(args, concurrency, results, ready, version, prepare_s, agree, started
     at1 = single.get(1)
     ratio8 = at8["throughput_ratio"] if at8 else None
     p99_1 = at1["conveyor"]["p99_ms"] if at1 else None
+    batch = {cell["clients"]: cell for cell in cells if cell["payload"] == f"{BATCH_ROWS} rows"}
+    b8, b1 = batch.get(8), batch.get(1)
+    batch_ratio8 = b8["throughput_ratio"] if b8 else None  # rows/s ratio = requests/s ratio
+    batch_p99 = b1["conveyor"]["p99_ms"] if b1 else None
+    batch_p99_mlflow = b1["mlflow"]["p99_ms"] if b1 else None
+    meets = {
+        "throughput": ratio8 is not None and ratio8 >= GOAL_THROUGHPUT_RATIO,
+        "p99": p99_1 is not None and p99_1 <= GOAL_P99_MS,
+        "batch_throughput": batch_ratio8 is not None and batch_ratio8 >= GOAL_BATCH_RATIO,
+        "batch_p99": batch_p99 is not None
+        and batch_p99 <= GOAL_BATCH_P99_MS
+        and (batch_p99_mlflow is None or batch_p99 <= batch_p99_mlflow),
+    }
     summary = [
         [
             f"throughput ratio, 1 row, 8 clients (goal >= {GOAL_THROUGHPUT_RATIO:g}x)",
             c.ratio(ratio8, 1),
-            "met" if ratio8 is not None and ratio8 >= GOAL_THROUGHPUT_RATIO else "missed",
+            "met" if meets["throughput"] else "missed",
         ],
         [
             f"conveyor p99, 1 row, 1 client (goal <= {GOAL_P99_MS:g} ms)",
             c.secs(p99_1, 2),
-            "met" if p99_1 is not None and p99_1 <= GOAL_P99_MS else "missed",
+            "met" if meets["p99"] else "missed",
+        ],
+        [
+            f"rows/s ratio, {BATCH_ROWS}-row batches, 8 clients (goal >= {GOAL_BATCH_RATIO:g}x)",
+            c.ratio(batch_ratio8, 1),
+            "met" if meets["batch_throughput"] else "missed",
+        ],
+        [
+            f"conveyor p99, {BATCH_ROWS}-row batch, 1 client (goal <= {GOAL_BATCH_P99_MS:g} ms "
+            "and <= mlflow's)",
+            f"{c.secs(batch_p99, 2)} (mlflow {c.secs(batch_p99_mlflow, 2)})",
+            "met" if meets["batch_p99"] else "missed",
         ],
         [
             "mlflow req/s, 1 row, 8 clients",
@@ -522,11 +563,16 @@ def report(args, concurrency, results, ready, version, prepare_s, agree, started
             "cells": cells,
             "throughput_ratio_1row_8clients": ratio8,
             "p99_ms_1row_1client": p99_1,
-            "goals": {"throughput_ratio": GOAL_THROUGHPUT_RATIO, "p99_ms": GOAL_P99_MS},
-            "meets_goals": {
-                "throughput": ratio8 is not None and ratio8 >= GOAL_THROUGHPUT_RATIO,
-                "p99": p99_1 is not None and p99_1 <= GOAL_P99_MS,
+            "batch_rows_ratio_8clients": batch_ratio8,
+            "batch_p99_ms_1client": batch_p99,
+            "batch_p99_ms_1client_mlflow": batch_p99_mlflow,
+            "goals": {
+                "throughput_ratio": GOAL_THROUGHPUT_RATIO,
+                "p99_ms": GOAL_P99_MS,
+                "batch_rows_ratio": GOAL_BATCH_RATIO,
+                "batch_p99_ms": GOAL_BATCH_P99_MS,
             },
+            "meets_goals": meets,
             "ready_s": ready,
             "prepare_s": prepare_s,
             "same_answers": agree,

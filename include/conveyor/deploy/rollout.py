@@ -372,15 +372,37 @@ def example_rows(name: str, version: str) -> list[dict]:
 
 
 class ServiceProbe:
-    """The model service at ``url``: reload, version, predict (admin token from the env)."""
+    """The model service at ``url``: reload, version, predict (admin token from the env).
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
+    With ``model`` given and ``url`` the root of a service serving several models by name
+    (its ``GET /models`` lists more than one), every call goes to ``url/models/{model}``
+    instead; a one-model service (or a ``url`` already ending in ``/models/{model}``) is
+    used as given.
+    """
+
+    def __init__(
+        self, url: str, *, token: str | None = None, timeout: float = 10.0, model: str | None = None
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
         self.has_token = bool(token)
+        if model is not None:
+            self._route_to(model)
+
+    def _route_to(self, model: str) -> None:
+        import httpx
+
+        try:
+            response = self._http.get("/models", timeout=3)
+            served = [m.get("name") for m in response.json().get("models", [])]
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+            return  # not reachable yet, or a service without /models: the root it is
+        if response.status_code == 200 and len(served) > 1 and model in served:
+            self.url = f"{self.url}/models/{model}"
+            self._http.base_url = self.url
 
     def close(self) -> None:
         self._http.close()
@@ -526,7 +548,7 @@ def switch_production(
     current = version_by_alias(client, name, PRODUCTION)
     previous = str(current.version) if current is not None else None
     events = audit.list_events(artifact_root, name)
-    probe = ServiceProbe(service_url, token=token) if service_url else None
+    probe = ServiceProbe(service_url, token=token, model=name) if service_url else None
     stays = f"{name} production stays {'v' + previous if previous else 'unset'}"
     try:
         live = False
