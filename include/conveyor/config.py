@@ -450,8 +450,19 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+#: Validated configs of this process by path: (the file's text, its config). A file is
+#: parsed again only when its text differs from the cached one (so no stale entry, even
+#: for a relative path read from another working directory: same text, same config).
+_LOADED: dict[Path, tuple[str, PipelineConfig]] = {}
+
+
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
     """Load and validate one pipeline YAML.
+
+    The result is cached per process and file content: DAG files that build one DAG per
+    pipeline, and builders that read the same YAML twice, parse and validate each file
+    once; an edited file (any byte) is parsed again. The config is frozen and shared
+    between callers: treat its dicts and lists as read-only.
 
     Raises
     ------
@@ -460,13 +471,18 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         the file and every offending key.
     """
     path = Path(path)
-    if not path.is_file():
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ConfigError(
             f"Pipeline config {path} does not exist: create it with "
             f"`conveyor new-pipeline {path.stem}` or fix CONVEYOR_PIPELINES_DIR"
-        )
+        ) from None
+    cached = _LOADED.get(path)
+    if cached is not None and cached[0] == text:
+        return cached[1]
     try:
-        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+        raw = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"Pipeline config {path} is not valid YAML: {exc}") from exc
     config = config_from_mapping(raw, source=path)
@@ -475,6 +491,7 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
             f"Pipeline config {path}: 'name' is {config.name!r} but the file is "
             f"{path.name}; the name and the file stem must match"
         )
+    _LOADED[path] = (text, config)
     return config
 
 

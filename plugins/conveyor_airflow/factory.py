@@ -7,6 +7,9 @@ A DAG file is two lines::
 
 This module runs at DAG-parse time, so it imports ``airflow.sdk`` and ``conveyor.config``
 only; the operators import pandas, scikit-learn, GX, DVC and MLflow inside ``execute()``.
+Each builder imports the operator and trigger modules its DAG uses when it runs (a
+sys.modules look-up after the first DAG): the rollback DAG's file does not pay for the
+training operators, nor a DAG without approval for the standard provider's HITL operators.
 A broken YAML raises here, which Airflow shows as an import error of that DAG file only.
 """
 
@@ -15,31 +18,17 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, AssetWatcher, BaseOperator, Param, TaskGroup
 
-from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
+from conveyor.config import PipelineConfig, list_pipelines, load_pipeline_config, pipeline_path
 from conveyor.errors import ConfigError
-from conveyor.settings import Settings
 from conveyor_airflow.config import conveyor_settings
-from conveyor_airflow.links import ModelCardLink
 from conveyor_airflow.notifiers import ConveyorNotifier
-from conveyor_airflow.operators import (
-    ConveyorApprovalOperator,
-    DataValidationOperator,
-    DeployModelOperator,
-    DvcPullOperator,
-    EvaluateModelOperator,
-    ModelGateOperator,
-    RegisterModelOperator,
-    ResolveInputsOperator,
-    RollbackModelOperator,
-    TrainModelOperator,
-)
-from conveyor_airflow.operators.deploy import approval_params
-from conveyor_airflow.operators.monitor import DriftCheckOperator, RequestRetrainingOperator
-from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
 
 #: Pool that bounds concurrent training on a small machine (created by `conveyor airflow-init`).
 TRAINING_POOL = os.environ.get("CONVEYOR_TRAINING_POOL", "conveyor_training")
@@ -79,6 +68,8 @@ def data_asset(config: PipelineConfig, settings: Settings, *, watch: bool = DATA
     """
     watchers = []
     if watch and config.triggers.data:
+        from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
+
         trigger = DvcUpdateTrigger(
             repo=config.data.repo or settings.data_registry,
             path=config.data.path,
@@ -212,6 +203,14 @@ def add_training_tasks(
     resolve inputs (pin data rev, skip unchanged) → pull → validate → train → evaluate →
     gate → register → (approval) → deploy. Returns them by task name.
     """
+    from conveyor_airflow.operators.deploy import DeployModelOperator
+    from conveyor_airflow.operators.evaluate import EvaluateModelOperator
+    from conveyor_airflow.operators.gate import ModelGateOperator
+    from conveyor_airflow.operators.pull import DvcPullOperator, ResolveInputsOperator
+    from conveyor_airflow.operators.register import RegisterModelOperator
+    from conveyor_airflow.operators.train import TrainModelOperator
+    from conveyor_airflow.operators.validate import DataValidationOperator
+
     common: dict[str, Any] = {"pipeline": config.name}
     if pipelines_dir:  # operators read the YAML at run time from the same folder
         common["pipelines_dir"] = str(pipelines_dir)
@@ -275,6 +274,11 @@ def add_training_tasks(
         "deploy_model": deploy,
     }
     if config.deploy.require_approval:
+        from conveyor_airflow.operators.approval import (
+            ConveyorApprovalOperator,
+            approval_params,
+        )
+
         register_id = register.task_id  # prefixed inside a task group
         approve = ConveyorApprovalOperator(
             task_id="approve_deployment",
@@ -349,6 +353,8 @@ def _approval_body(config: PipelineConfig, register_id: str = "register_model") 
     (the URL the task pushed under :meth:`ModelCardLink.url_key`: the Conveyor UI's
     ``/conveyor/artifacts/...`` route); no card, no link.
     """
+    from conveyor_airflow.links import ModelCardLink
+
     card = f"ti.xcom_pull(task_ids='{register_id}', key='{ModelCardLink.url_key()}')"
     return (
         f"The candidate of **{config.name}** passed the gate on `{config.metrics.primary}`.\n\n"
@@ -372,7 +378,7 @@ def build_rollback_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
     trail) and a reason (required). A rollback validates the target, moves the alias,
     verifies the service, pins production there and audits; ``release`` lifts the pin.
     """
-    from conveyor.config import list_pipelines
+    from conveyor_airflow.operators.deploy import RollbackModelOperator
 
     settings = conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
@@ -457,9 +463,7 @@ def build_watch_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DA
     event's extra, so the training run pins the same revision either way. Paused at
     creation: unpause it *and* set ``CONVEYOR_DATA_WATCHER=false`` to switch over.
     """
-    from airflow.sdk import get_current_context, task
-
-    from conveyor_airflow.sensors.dvc_update import DvcUpdateSensor
+    from conveyor_airflow.sensors.dvc_update import AnnounceDataOperator, DvcUpdateSensor
 
     config, asset = _config_and_asset(name, pipelines_dir)
     with DAG(
@@ -477,12 +481,12 @@ def build_watch_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DA
             task_id="wait_for_new_data", pipeline=config.name, poll_interval=WATCH_POLL_SECONDS
         )
 
-        @task(task_id="announce_new_data", outlets=[asset], execution_timeout=timedelta(minutes=2))
-        def announce(payload: dict) -> None:
-            """Record the asset event with the new revision as its payload."""
-            get_current_context()["outlet_events"][asset].extra = {"payload": payload}
-
-        announce(wait.output)
+        AnnounceDataOperator(
+            task_id="announce_new_data",
+            payload=wait.output,
+            outlets=[asset],
+            execution_timeout=timedelta(minutes=2),
+        )
     return dag
 
 
@@ -499,6 +503,8 @@ def build_monitor_dag(name: str, *, pipelines_dir: str | Path | None = None) -> 
     pipeline's data asset (which starts the training DAG) only when there is drift *and*
     data production was not trained on. Scheduled by ``monitor.schedule`` (manual if none).
     """
+    from conveyor_airflow.operators.monitor import DriftCheckOperator, RequestRetrainingOperator
+
     config, asset = _config_and_asset(name, pipelines_dir)
     with DAG(
         dag_id=monitor_dag_id(config.name),
@@ -532,8 +538,7 @@ def build_housekeeping_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
     with ``dry_run: true`` first to see the list). A pipeline whose YAML is broken gets
     no task (its own DAG file shows the error).
     """
-    from conveyor.config import list_pipelines
-    from conveyor_airflow.operators import HousekeepingOperator
+    from conveyor_airflow.operators.housekeeping import HousekeepingOperator
 
     settings = conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir

@@ -3,23 +3,25 @@ whose YAML has a ``scoring:`` section (see ``dags/conveyor_score.py`` and the RE
 "Batch scoring").
 
 Runs at DAG-parse time like :mod:`conveyor_airflow.factory`: ``airflow.sdk`` and
-``conveyor.config`` only.
+``conveyor.config`` only; the operator and trigger modules are imported by the builder,
+so a project without a ``scoring:`` section pays for neither.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, Asset, AssetWatcher, Param
 
 from conveyor.config import PipelineConfig, load_pipeline_config, pipeline_path
 from conveyor.errors import ConfigError
-from conveyor.settings import Settings
 from conveyor_airflow.config import conveyor_settings
 from conveyor_airflow.factory import DATA_WATCHER, WATCH_POLL_SECONDS, step_defaults
-from conveyor_airflow.operators.score import BatchScoreOperator
-from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
 
 
 def score_dag_id(name: str) -> str:
@@ -42,6 +44,8 @@ def scoring_asset(config: PipelineConfig, settings: Settings, *, watch: bool = T
     assert config.scoring is not None
     watchers = []
     if watch and config.scoring.watch:
+        from conveyor_airflow.triggers.dvc_update import DvcUpdateTrigger
+
         trigger = DvcUpdateTrigger(
             repo=config.scoring.input.repo or settings.data_registry,
             path=config.scoring.input.path,
@@ -65,6 +69,8 @@ def build_score_dag(
     ConfigError
         If the YAML is invalid or has no ``scoring`` section.
     """
+    from conveyor_airflow.operators.score import BatchScoreOperator
+
     settings = conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     config = load_pipeline_config(pipeline_path(name, directory))

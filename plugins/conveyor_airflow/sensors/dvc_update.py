@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, Variable
+from airflow.sdk import BaseOperator, BaseSensorOperator, Variable
 
 from conveyor_airflow.compat import AirflowFailException
 from conveyor_airflow.operators.base import PipelineMixin
@@ -129,3 +129,33 @@ class DvcUpdateSensor(PipelineMixin, BaseSensorOperator):
         if event.get("status") == "error":
             raise AirflowFailException(f"Data watcher error: {event.get('message')}")
         return self._accept(event)
+
+
+class AnnounceDataOperator(BaseOperator):
+    """Record an event on each outlet asset carrying the sensor's payload in its extra
+    (``extra = {"payload": {repo, path, branch, rev, md5}}``), so the training DAG it
+    schedules pins the same revision as with the asset watcher.
+
+    A plain operator rather than a ``@task`` function: the ``task`` decorator pulls the
+    standard provider's Python operators (and ``packaging``) into every parse of the
+    watch DAGs, about as much as all of Conveyor's own parse-time imports.
+
+    :param payload: XCom of :class:`DvcUpdateSensor` (its ``.output``). (templated)
+    """
+
+    template_fields: Sequence[str] = ("payload",)
+    ui_color = "#b8a1e3"
+
+    def __init__(self, *, payload: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.payload = payload
+        if not self.outlets:  # a wiring mistake: say so when the DAG is parsed
+            raise ValueError(
+                f"AnnounceDataOperator {self.task_id!r} has no outlets: declare the "
+                "pipeline's data asset (conveyor_airflow.factory.data_asset)"
+            )
+
+    def execute(self, context: Context) -> None:
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {"payload": self.payload}
+        self.log.info("Announced new data on %s: %s", self.outlets, self.payload)
