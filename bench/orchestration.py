@@ -50,6 +50,10 @@ import _common as c
 
 NAME = "orchestration"
 DEFAULT_SIZES = "10k,100k,1M"
+#: Airflow / the plain process *without* its interpreter start and imports (warm vs warm:
+#: what a team with a running Airflow pays per run; the headline, issue 19).
+WARM_GOALS = {10_000: 1.5, 1_000_000: 1.2}
+#: Airflow / the plain process as launched (it pays its imports every run; issue 9).
 GOALS = {10_000: 1.6, 1_000_000: 1.25}
 WARMUP_ROWS = 500
 #: Airflow task -> the plain steps that do its work.
@@ -126,6 +130,10 @@ TASK_IMPORTS = {
         "sklearn.model_selection",
         "skops.io",
         "matplotlib.pyplot",
+        "conveyor.cards.analysis",
+        "sklearn.inspection",
+        "sklearn.calibration",
+        "fairlearn.metrics",
     ],
     "gate": ["conveyor.modeling.gate"],
     "register_model": [
@@ -135,6 +143,8 @@ TASK_IMPORTS = {
         "conveyor.registry.tracking",
         "conveyor.registry.lineage",
         "conveyor.registry.models",
+        "conveyor.registry.candidates",
+        "conveyor.cards.card",
     ],
     "deploy_model": [
         "mlflow",
@@ -142,6 +152,8 @@ TASK_IMPORTS = {
         "mlflow.store.model_registry.sqlalchemy_store",
         "conveyor.registry.tracking",
         "conveyor.deploy.rollout",
+        "conveyor.deploy.candidate",
+        "conveyor.registry.pin",
         "conveyor.registry.models",
         "pandas",
         "pyarrow.parquet",
@@ -193,6 +205,7 @@ def plain_worker(pipeline: str) -> None:
             if name != "great_expectations":
                 importlib.import_module(name)
 
+    from conveyor.cards.analysis import analyze
     from conveyor.config import load_pipeline_config, pipeline_path
     from conveyor.data.source import fetch
     from conveyor.data.splits import split_frame
@@ -200,15 +213,18 @@ def plain_worker(pipeline: str) -> None:
     from conveyor.modeling.evaluation import compute_metrics, write_plots
     from conveyor.modeling.gate import decide
     from conveyor.modeling.training import log_model, train_model
+    from conveyor.monitoring.drift import PROFILE_ARTIFACT, build_profile
     from conveyor.registry import tracking
     from conveyor.registry.caching import check_inputs
-    from conveyor.registry.lineage import cache_key, code_identity
+    from conveyor.registry.candidates import register_candidate
+    from conveyor.registry.lineage import TAG_PREFIX, code_identity
     from conveyor.registry.models import (
         PRODUCTION,
         lineage_tags,
-        register_version,
+        tag_value,
         version_by_alias,
     )
+    from conveyor.registry.pin import current_pin
     from conveyor.settings import Settings
     from conveyor.validation.expectations import read_dataset, validate_frame
 
@@ -262,49 +278,68 @@ def plain_worker(pipeline: str) -> None:
             config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
         )
         mlflow.log_metric("train_rows", result.train_rows)
-        if importlib.util.find_spec("conveyor.monitoring.drift") is not None:
-            # As the train task does since drift monitoring landed: the reference profile.
-            from conveyor.monitoring.drift import PROFILE_ARTIFACT, build_profile
-
-            mlflow.log_dict(build_profile(train, cfg, seed=cfg.split.seed), PROFILE_ARTIFACT)
+        mlflow.log_metric("fit_seconds", result.fit_seconds)
+        mlflow.log_dict(build_profile(train, cfg, seed=cfg.split.seed), PROFILE_ARTIFACT)
         lap("log_model")
+        # As EvaluateModelOperator: metrics, plots and the model card's analyses.
         metrics = compute_metrics(result.model, test, cfg)
-        version_by_alias(client, cfg.model_name, PRODUCTION)  # as the evaluate task does
+        version_by_alias(client, cfg.model_name, PRODUCTION)
         plots = write_plots(result.model, test, cfg, run_dir / "evaluation")
+        card = analyze(result.model, test, cfg, run_dir / "evaluation" / "card")
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         for plot in plots:
             mlflow.log_artifact(str(plot), artifact_path="evaluation")
+        evaluation = {
+            "candidate": metrics,
+            "production": None,
+            "test_rows": len(test),
+            "plots": [str(p) for p in plots],
+            "card": card.to_dict() | {"prefix": str(run_dir / "evaluation" / "card")},
+            "fairness": card.worst_fairness(),
+        }
         (run_dir / "metrics.json").write_text(json.dumps({"candidate": metrics}))
         lap("evaluate")
-    decision = decide(metrics, cfg, production=None, production_version=None)
+    decision = decide(
+        metrics, cfg, production=None, production_version=None, fairness=evaluation["fairness"]
+    )
     assert decision.passed, decision.summary()
     lap("gate")
+    # As RegisterModelOperator: the version with its lineage, and its model card.
     code_rev = code_identity(c.REPO)
-    version, _ = register_version(
-        client,
-        name=cfg.model_name,
-        model_uri=model_uri,
-        mlflow_run_id=run.info.run_id,
-        model_id=model_uri.removeprefix("models:/"),
+    registration = register_candidate(
+        cfg,
+        settings,
+        data={
+            "repo": repo,
+            "path": cfg.data.path,
+            "rev": cfg.data.rev,
+            "rev_source": "branch",
+            "git_sha": snapshot.git_sha,
+            "md5": snapshot.md5,
+            "code_rev": code_rev,
+        },
+        validation=summary,
+        training={
+            "mlflow_run_id": run.info.run_id,
+            "experiment_id": experiment_id,
+            "model_uri": model_uri,
+            "model_id": model_uri.removeprefix("models:/"),
+            "best_params": result.best_params,
+            "cv_score": result.cv_score,
+            "train_rows": result.train_rows,
+            "reference_profile": f"runs:/{run.info.run_id}/{PROFILE_ARTIFACT}",
+        },
+        evaluation=evaluation,
+        gate=decision.to_dict(),
         dag_id="plain",
         run_id=run_id,
-        tags=lineage_tags(
-            pipeline=cfg.name,
-            data_repo=repo,
-            data_path=cfg.data.path,
-            data_git_sha=snapshot.git_sha,
-            data_md5=snapshot.md5,
-            validation={k: summary.get(k) for k in ("success", "rows", "evaluated", "failed")},
-            config_hash=cfg.config_hash(),
-            cache_key=cache_key(snapshot.md5, cfg.config_hash(), code_rev),
-            metrics=metrics,
-            gate=decision.to_dict(),
-            estimator=cfg.model.estimator,
-        ),
     )
+    version = registration.version
     lap("register")
-    # As the deploy task: contract check, smoke test in a separate process, then the
-    # switch of `production` (no model service in the benchmark: verify "never").
+    # As the deploy task (conveyor.deploy.candidate): pin check, contract check, smoke test
+    # in a separate process, the switch of `production` (no model service in the
+    # benchmark: verify "never") and the deployment tag on the version.
+    current_pin(client, cfg.model_name)
     contract = check_contract(client, cfg.model_name, version)
     rows = sample_rows(frame, cfg.feature_columns, n=cfg.deploy.smoke_rows, seed=cfg.split.seed)
     smoke = None
@@ -314,7 +349,7 @@ def plain_worker(pipeline: str) -> None:
             rows,
             latency_budget_ms=cfg.deploy.latency_budget_ms,
         ).to_dict()
-    deploy(
+    deployed = deploy(
         client,
         name=cfg.model_name,
         version=version,
@@ -328,6 +363,12 @@ def plain_worker(pipeline: str) -> None:
         dag_id="plain",
         run_id=run_id,
         details={"contract": contract.to_dict(), "smoke": smoke},
+    )
+    client.set_model_version_tag(
+        cfg.model_name,
+        version,
+        f"{TAG_PREFIX}deployment",
+        tag_value({"verified": deployed.verified, "verification": deployed.verification}),
     )
     lap("deploy")
     print("BENCH_DONE", flush=True)
@@ -573,6 +614,13 @@ class LocalAirflow:
         after = self.cpu_snapshot()
         return (sum(after.values()) - sum(before.values())) / seconds
 
+    def _log_tail(self, dag_id: str, run_id: str, ti: Any) -> str:
+        """The end of a failed task's log; what the REST API said when it has none."""
+        try:
+            return self.client.task_log(dag_id, run_id, ti.task_id, max(ti.try_number, 1))[-3000:]
+        except Exception as exc:  # the run's state is the error to report, not this
+            return f"(no log: {exc})"
+
     def run(
         self, dag_id: str, timeout: float = 3600, conf: dict[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -586,10 +634,9 @@ class LocalAirflow:
         observed = time.perf_counter() - started
         if final.state != "success":
             logs = "\n".join(
-                f"--- {t.task_id} ({t.state})\n"
-                + self.client.task_log(dag_id, run_id, t.task_id, max(t.try_number, 1))[-3000:]
+                f"--- {t.task_id} ({t.state})\n" + self._log_tail(dag_id, run_id, t)
                 for t in final.tasks
-                if t.state != "success"
+                if t.state == "failed"
             )
             raise RuntimeError(f"Airflow run {run_id} of {dag_id} ended {final.state}\n{logs}")
         tis = self.client.task_instances(dag_id, run_id)
@@ -880,6 +927,14 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if error else 0
 
 
+def _goal_cell(ratio: float | None, goal: float | None) -> str:
+    if not goal:
+        return "-"
+    if ratio is None:
+        return f"<= {goal}x"
+    return f"<= {goal}x ({'met' if ratio <= goal else 'missed'})"
+
+
 def report(
     args, sizes, plain, airflow, probe, warmup, startup, setup_s, started, error, runs
 ) -> None:
@@ -891,17 +946,24 @@ def report(
     for rows in sizes:
         p = plain[rows]
         a = airflow.get(rows)
+        # The plain process without interpreter start and imports: the work itself, as a
+        # warm process (a notebook, a long-lived worker) would do it.
+        warm = p["wall_s"] - p["process_start_s"] - p["steps"]["imports"]
         r = a["wall_s"] / p["wall_s"] if a else None
+        warm_r = a["wall_s"] / warm if a else None
         cpu_r = a["cpu_s"] / p["cpu_s"] if a and a.get("cpu_s") and p.get("cpu_s") else None
-        goal = GOALS.get(rows)
+        goal, warm_goal = GOALS.get(rows), WARM_GOALS.get(rows)
         per_size.append(
             {
                 "rows": rows,
                 "plain_s": p["wall_s"],
+                "plain_warm_s": warm,
                 "airflow_s": a["wall_s"] if a else None,
                 "plain_cpu_s": p.get("cpu_s"),
                 "airflow_cpu_s": a.get("cpu_s") if a else None,
                 "cpu_ratio": cpu_r,
+                "warm_ratio": warm_r,
+                "warm_goal": warm_goal,
                 "ratio": r,
                 "goal": goal,
             }
@@ -909,12 +971,13 @@ def report(
         rows_md.append(
             [
                 c.human_rows(rows),
-                c.secs(p["wall_s"], 1),
+                c.secs(warm, 1),
                 c.secs(a["wall_s"], 1) if a else "-",
+                c.ratio(warm_r),
+                _goal_cell(warm_r, warm_goal),
+                c.secs(p["wall_s"], 1),
                 c.ratio(r),
-                f"<= {goal}x ({'met' if r is not None and r <= goal else 'missed'})"
-                if goal and r is not None
-                else (f"<= {goal}x" if goal else "-"),
+                _goal_cell(r, goal),
                 c.secs(p.get("cpu_s"), 1),
                 c.secs(a.get("cpu_s"), 1) if a else "-",
                 c.ratio(cpu_r),
@@ -924,14 +987,20 @@ def report(
         )
     md = c.print_table(
         f"Training pipeline: {label} vs one plain Python process (baseline; 30 float "
-        "features, HistGradientBoostingClassifier). Wall = launch/trigger to end, fastest of "
-        "the runs listed; CPU = user+system seconds of every process involved in that run "
-        "(Airflow: all components and task processes)",
+        "features, HistGradientBoostingClassifier). Headline: warm vs warm, the plain "
+        "process's wall time without its interpreter start and imports (what a team with a "
+        "running Airflow pays per run); also against the plain process as launched, imports "
+        "included. Wall = launch/trigger to end, fastest of the runs listed; CPU = user+system "
+        "seconds of every process involved in that run (Airflow: all components and task "
+        "processes)",
         [
             "rows",
-            "plain s",
+            "plain w/o imports s",
             f"{label} s",
-            "wall ratio",
+            "warm ratio",
+            "goal",
+            "plain as launched s",
+            "ratio",
             "goal",
             "plain CPU s",
             "Airflow CPU s",
@@ -1040,9 +1109,13 @@ def report(
         ax1.set_ylabel("seconds")
         ax1.legend()
         ax1.set_title("Training pipeline wall time")
-        ax2.plot(xs, [p["ratio"] for p in per_size if p["ratio"]], "o-", label="ratio")
-        for rows, goal in GOALS.items():
+        ax2.plot(xs, [p["warm_ratio"] for p in per_size if p["ratio"]], "o-", label="warm vs warm")
+        ax2.plot(
+            xs, [p["ratio"] for p in per_size if p["ratio"]], "o--", label="vs plain as launched"
+        )
+        for rows, goal in WARM_GOALS.items():
             ax2.plot([rows], [goal], "r_", markersize=20)
+        ax2.legend()
         ax2.set_xscale("log")
         ax2.set_xlabel("rows")
         ax2.set_ylabel(f"{label} / plain")
@@ -1057,6 +1130,7 @@ def report(
             "airflow_label": label,
             "preload": args.preload,
             "goals": {str(k): v for k, v in GOALS.items()},
+            "warm_goals": {str(k): v for k, v in WARM_GOALS.items()},
             "per_size": per_size,
             "plain": {str(k): v for k, v in plain.items()},
             "airflow": {str(k): v for k, v in airflow.items()},

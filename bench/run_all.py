@@ -41,7 +41,8 @@ SCRIPTS = [
 
 TITLES = {
     "parse_cost": "1. Parse cost (goal: <= 0.3 s extra in total)",
-    "orchestration": "2. Orchestration overhead (goal: <= 1.6x at 10k, <= 1.25x at 1M rows)",
+    "orchestration": "2. Orchestration overhead (goals, warm vs warm: <= 1.5x at 10k, <= 1.2x "
+    "at 1M rows)",
     "caching": "3. Caching: unchanged-input run / full run (goal: <= 0.10)",
     "data_latency": "4. Data change latency (goal: poll interval + 15 s, 0 worker slots)",
     "serving": "5. Serving: /predict vs `mlflow models serve` (goals: >= 5x req/s at 8 "
@@ -107,10 +108,22 @@ def goals_table(by_name: dict) -> list[str]:
         )
     if d := load("orchestration"):
         for p in d["per_size"]:
+            if p.get("warm_goal") and p.get("warm_ratio") is not None:
+                rows.append(
+                    [
+                        f"Orchestration, {c.human_rows(p['rows'])} rows (Airflow / plain "
+                        "without its imports, warm vs warm)",
+                        f"<= {p['warm_goal']}x",
+                        c.ratio(p["warm_ratio"]),
+                        verdict(p["warm_ratio"] <= p["warm_goal"]),
+                    ]
+                )
+        for p in d["per_size"]:
             if p["goal"] and p["ratio"] is not None:
                 rows.append(
                     [
-                        f"Orchestration, {c.human_rows(p['rows'])} rows (Airflow / plain)",
+                        f"Orchestration, {c.human_rows(p['rows'])} rows (Airflow / plain "
+                        "process as launched, imports included)",
                         f"<= {p['goal']}x",
                         c.ratio(p["ratio"]),
                         verdict(p["ratio"] <= p["goal"]),
@@ -363,7 +376,13 @@ def _orch_notes(d: dict) -> str:
     parts = []
     for p in d["per_size"]:
         if p["ratio"] is not None:
-            parts.append(f"{c.human_rows(p['rows'])}: {p['ratio']:.2f}x")
+            warm = p.get("warm_ratio")
+            parts.append(
+                f"{c.human_rows(p['rows'])}: {warm:.2f}x warm vs warm ({p['ratio']:.2f}x "
+                "against the plain process as launched)"
+                if warm is not None
+                else f"{c.human_rows(p['rows'])}: {p['ratio']:.2f}x"
+            )
     label = d.get("airflow_label")
     if not parts:
         return f"Only the plain process ran ({label} skipped)."

@@ -79,12 +79,19 @@ class StepWriter:
 
     def write_bytes(self, rel: str, data: bytes) -> str:
         """Write ``data`` to ``rel``; returns its URL."""
+        with self.open_write(rel) as fh:
+            fh.write(data)
+        return self.url(rel)
+
+    @contextmanager
+    def open_write(self, rel: str) -> Iterator[Any]:
+        """A binary file handle on ``rel`` in the store: large outputs (the validated
+        snapshot) are written once, in place, not to a temp file and then copied."""
         with _clear_write_errors(self.url(rel)):
             self.fs.makedirs(self.path(rel).rsplit("/", 1)[0], exist_ok=True)
             with self.fs.open(self.path(rel), "wb") as fh:
-                fh.write(data)
+                yield fh
         self.files.append(rel)
-        return self.url(rel)
 
     def write_json(self, rel: str, obj: Any) -> str:
         """Write ``obj`` as pretty JSON; returns its URL."""

@@ -62,6 +62,17 @@ DEFAULT_MODULES = (
     "conveyor.modeling.evaluation",
     "conveyor.modeling.model_io",
     "conveyor.deploy.rollout",
+    # The model card (evaluate and register) and the one-call steps since issue 14.
+    "sklearn.inspection",
+    "sklearn.calibration",
+    "fairlearn.metrics",
+    "conveyor.cards.analysis",
+    "conveyor.cards.card",
+    "conveyor.modeling.runs",
+    "conveyor.monitoring.drift",
+    "conveyor.registry.candidates",
+    "conveyor.registry.pin",
+    "conveyor.deploy.candidate",
 )
 
 _OFF = ("", "0", "false", "no", "off")

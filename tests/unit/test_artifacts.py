@@ -47,3 +47,20 @@ def test_put_dir_keeps_tree(tmp_path):
 
 def test_missing_manifest_is_none(tmp_path):
     assert RunArtifacts(str(tmp_path), "d", "r").manifest("nothing") is None
+
+
+def test_open_write_writes_in_place_and_lists_the_file(tmp_path):
+    """The validated snapshot is written straight into the store (no temp copy): the file
+    lands under the attempt's prefix and the manifest lists it."""
+    import pandas as pd
+
+    from conveyor.modeling.runs import read_snapshot
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, None], "target": [0, 1, 0]})
+    art = RunArtifacts(f"file://{tmp_path}", "train_x", "manual__1")
+    with art.step("validation") as out:
+        with out.open_write("snapshot.parquet") as fh:
+            frame.to_parquet(fh, index=False)
+        url = out.url("snapshot.parquet")
+    assert art.manifest("validation")["files"] == ["snapshot.parquet"]
+    pd.testing.assert_frame_equal(read_snapshot(url), frame)

@@ -65,9 +65,9 @@ class DataValidationOperator(ConveyorOperator):
             out.write_json("summary.json", summary)
             snapshot_uri = None
             if failure is None:
-                snap = Path(tmp) / "snapshot.parquet"
-                frame.to_parquet(snap, index=False)
-                snapshot_uri = out.put_file(snap, "snapshot.parquet")
+                with out.open_write("snapshot.parquet") as fh:
+                    frame.to_parquet(fh, index=False)
+                snapshot_uri = out.url("snapshot.parquet")
         if docs_uri:
             self.log.info("Data Docs report: %s", docs_uri)
             push_link(context, DataDocsLink, artifact_href(docs_uri, self.settings.artifact_root))
