@@ -1,8 +1,12 @@
 """The prediction log: every prediction, appended off the request path to JSONL files.
 
-A request only puts one tuple on a queue (microseconds); a writer thread turns the
-queue into lines every ``flush_seconds`` or ``flush_records`` records, and once more on
-shutdown. Files are partitioned by UTC day, one file per service process::
+A request only appends one tuple to a deque (a fraction of a microsecond, and no thread
+woken); a writer thread wakes every ``flush_seconds`` (or as soon as ``flush_records``
+records wait) and turns what waits into lines, and once more on shutdown. The
+writer used to sit on a ``queue.Queue``, which woke it for every request: the lock hand-off
+and the GIL ping-pong with the event loop cost about a millisecond per request on a busy
+two-core machine (a cProfile of the service: ``queue.put`` -> ``notify`` -> ``release``,
+1.2 ms of a 3 ms one-row request). Files are partitioned by UTC day, one file per service process::
 
     {log_dir}/date=2025-01-31/part-<pid>-<start>[-<model>].jsonl
 
@@ -26,9 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -46,9 +50,6 @@ class _Batch(NamedTuple):
     inputs: list[dict[str, Any]]
     predictions: list[Any]
     probabilities: list[dict[str, float]] | None
-
-
-_STOP = object()
 
 
 def _local_dir(log_dir: str | Path) -> Path:
@@ -93,7 +94,12 @@ class PredictionLog:
         self.log_dir = _local_dir(log_dir)
         self.flush_seconds = flush_seconds
         self.flush_records = flush_records
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
+        self.max_queued = max_queued
+        # deque.append/popleft are atomic: requests append, the writer pops, no lock.
+        self._pending: deque[_Batch] = deque()
+        self._pending_records = 0  # approximate: only decides when to wake the writer early
+        self._wake = threading.Event()
+        self._stopping = False
         started = datetime.now(UTC)
         tag = f"-{part_tag}" if part_tag else ""
         self.part_name = f"part-{os.getpid()}-{started:%Y%m%dT%H%M%S%fZ}{tag}.jsonl"
@@ -135,13 +141,15 @@ class PredictionLog:
             predictions,
             probabilities,
         )
-        try:
-            self._queue.put_nowait(batch)
-        except queue.Full:
+        if len(self._pending) >= self.max_queued:
             self.dropped += len(ids)
             if self.dropped == len(ids) or self.dropped % 10_000 < len(ids):
                 log.warning("Prediction log queue is full: %d records dropped", self.dropped)
             return False
+        self._pending.append(batch)
+        self._pending_records += len(ids)
+        if self._pending_records >= self.flush_records:
+            self._wake.set()
         return True
 
     def close(self, timeout: float = 30.0) -> None:
@@ -149,22 +157,22 @@ class PredictionLog:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            log.error(
-                "Prediction log writer is stuck; %d requests not written", self._queue.qsize()
-            )
+        self._stopping = True
+        self._wake.set()
         thread.join(timeout)
         if thread.is_alive():
-            log.error("Prediction log writer did not finish within %.0f s", timeout)
+            log.error(
+                "Prediction log writer did not finish within %.0f s; %d requests not written",
+                timeout,
+                len(self._pending),
+            )
         log.info("Prediction log closed: %d written, %d dropped", self.written, self.dropped)
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``/health``."""
         return {
             "dir": str(self.log_dir),
-            "queued_requests": self._queue.qsize(),
+            "queued_requests": len(self._pending),
             "written": self.written,
             "dropped": self.dropped,
             "last_error": self.last_error,
@@ -173,30 +181,26 @@ class PredictionLog:
     # -- writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        pending: list[_Batch] = []
-        records = 0
-        deadline = time.monotonic() + self.flush_seconds
         try:
             while True:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    item = None
-                if item is _STOP:
+                self._wake.wait(self.flush_seconds)
+                self._wake.clear()
+                stopping = self._stopping  # read first: a final pass drains what came before
+                self._pending_records = 0
+                self._write(self._drain())
+                if stopping:
                     break
-                if item is not None:
-                    pending.append(item)
-                    records += len(item.ids)
-                if records >= self.flush_records or time.monotonic() >= deadline:
-                    self._write(pending)
-                    pending, records = [], 0
-                    deadline = time.monotonic() + self.flush_seconds
-            # Whatever was queued before the stop marker arrived is in `pending` now.
-            self._write(pending)
         finally:
             for handle in self._files.values():
                 self._close_file(handle)
             self._files.clear()
+
+    def _drain(self) -> list[_Batch]:
+        pending = self._pending
+        batches = []
+        while pending:
+            batches.append(pending.popleft())
+        return batches
 
     def _write(self, batches: list[_Batch]) -> None:
         if not batches:
