@@ -19,7 +19,7 @@ help:
 	@echo "make new-data [DRIFT=1]  push a new demo data version (a running Airflow retrains)"
 	@echo "make traffic [DRIFT=1]   send requests to the model service, then run the monitor"
 	@echo "make bench  run the benchmarks in bench/"
-	@echo "make bench-scale  batch scoring at 10M rows (bench/results/scoring_scale.json)"
+	@echo "make bench-scale  the long runs: 500 pipelines, 50 models in one service, scoring 10M rows"
 	@echo "make clean  remove all runtime state (.conveyor/)"
 
 uv:
@@ -96,10 +96,11 @@ test: lint system-deps
 bench: install
 	$(UV) run --frozen python bench/run_all.py
 
-# Batch scoring at 10M rows x 30 features vs mlflow models predict (needs ~10 GB of disk
-# for the CSV and its DVC copies, and takes several minutes).
+# The long runs (bench/run_all.py --scale): 500 generated pipelines on one Airflow
+# (bench/scale.py), many models in one model-service process (bench/multi_model.py) and
+# batch scoring at 10M rows (needs ~10 GB of disk for the CSV and its DVC copies).
 bench-scale: install
-	$(UV) run --frozen python bench/scoring.py --rows 10M --result-name scoring_scale
+	$(UV) run --frozen python bench/run_all.py --scale
 
 clean:
 	rm -rf .conveyor

@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                         "skipped_tasks": sum(
                             1 for s in task_states(cached[0]).values() if s == "skipped"
                         ),
+                        "cached_timeline": timeline(cached[0]),
                         "cached_tasks": cached[0]["tasks"],
                     }
                 )
@@ -197,6 +198,32 @@ def main(argv: list[str] | None = None) -> int:
 
     report(mode, per_size, skips, warmup, startup, error, started)
     return 1 if error or not per_size else 0
+
+
+TIMELINE = {
+    "trigger_to_run_start_s": "REST trigger -> run started by the scheduler",
+    "run_start_to_queued_s": "run started -> resolve_inputs queued",
+    "queued_to_start_s": "queued -> resolve_inputs running (executor, task process, DAG parse)",
+    "resolve_s": "resolve_inputs: the cache check, then the skip",
+    "resolve_end_to_run_end_s": "resolve_inputs done -> run ended (downstream marked skipped)",
+    "total_s": "total (trigger -> run end)",
+}
+
+
+def timeline(run: dict[str, Any]) -> dict[str, float | None]:
+    """The phases of an unchanged-input run, from the REST API's timestamps."""
+    resolve = next((t for t in run["tasks"] if t["task_id"] == "resolve_inputs"), None)
+    if resolve is None or None in (resolve["queued"], resolve["start"], resolve["end"]):
+        return {}
+    trigger, start, end = run["trigger_at"], run["run_start"] or run["trigger_at"], run["run_end"]
+    return {
+        "trigger_to_run_start_s": start - trigger,
+        "run_start_to_queued_s": resolve["queued"] - start,
+        "queued_to_start_s": resolve["start"] - resolve["queued"],
+        "resolve_s": resolve["end"] - resolve["start"],
+        "resolve_end_to_run_end_s": (end - resolve["end"]) if end else None,
+        "total_s": run["wall_s"],
+    }
 
 
 def report(mode, per_size, skips, warmup, startup, error, started) -> None:
@@ -229,15 +256,18 @@ def report(mode, per_size, skips, warmup, startup, error, started) -> None:
         ],
         rows_md,
     )
-    if mode == "airflow" and per_size and per_size[0].get("cached_tasks"):
-        tasks = sorted(
-            (t for t in per_size[0]["cached_tasks"] if t["start"]), key=lambda t: t["start"]
-        )
+    if mode == "airflow" and per_size and per_size[0].get("cached_timeline"):
+        p = per_size[0]
+        states: dict[str, int] = {}
+        for t in p["cached_tasks"]:
+            states[t["state"]] = states.get(t["state"], 0) + 1
         md += "\n\n" + c.print_table(
-            f"Where an unchanged-input run's time goes ({c.human_rows(per_size[0]['rows'])} "
-            "rows, first of the unchanged runs)",
-            ["task", "state", "duration s"],
-            [[t["task_id"], t["state"], c.secs(t["duration"])] for t in tasks],
+            f"Where an unchanged-input run's time goes ({c.human_rows(p['rows'])} rows, first "
+            "of the unchanged runs; task states: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            + ")",
+            ["phase", "s"],
+            [[TIMELINE[k], c.secs(v, 2)] for k, v in p["cached_timeline"].items()],
         )
     if startup or warmup:
         info = [[k, c.secs(v, 1)] for k, v in startup.items()]

@@ -31,9 +31,8 @@ SCRIPTS = {
     "data_latency": (["--quick"], "Data change latency summary", ["poll_check_s", "pushes"]),
     "serving": (["--quick"], "Serving summary", ["cells", "ready_s"]),
     "scoring": (["--quick"], "Batch scoring summary", ["conveyor", "mlflow", "ratio"]),
+    "drift": (["--quick"], "Drift check", ["per_size"]),
 }
-if (REPO / "include" / "conveyor" / "drift.py").exists():  # drift monitoring lands separately
-    SCRIPTS["drift"] = (["--quick"], "Drift check", ["per_size"])
 TIMEOUT = 600
 
 
