@@ -586,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipelines", type=int, default=500, help="generated pipelines")
     parser.add_argument("--poll", type=float, default=10.0, help="watcher poll interval (s)")
     parser.add_argument("--window", type=float, default=60.0, help="CPU window per phase (s)")
-    parser.add_argument("--warmup", type=float, default=45.0, help="after watchers start (s)")
+    parser.add_argument("--warmup", type=float, default=60.0, help="after watchers start (s)")
     parser.add_argument("--pushes", type=int, default=2, help="data pushes (current triggerer)")
     parser.add_argument("--sample", type=int, default=10, help="per-pipeline files parsed")
     parser.add_argument("--min-file-process-interval", type=int, default=600)
