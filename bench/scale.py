@@ -545,7 +545,13 @@ def run_airflow(args, settings, info: dict[str, Any], home: Path) -> dict[str, A
         wait_for(f"{n} DAGs parsed", lambda: air.dag_count() >= n, timeout=1500, poll=5)
         out["startup"]["all_dags_parsed_s"] = time.perf_counter() - t
         air.unpause_all()
-        phases = [("before", baseline_tree(args.baseline_rev, home)), ("after", None)]
+        phases: list[tuple[str, str | None]] = [("after", None)]
+        if args.baseline_rev:
+            try:
+                phases.insert(0, ("before", baseline_tree(args.baseline_rev, home)))
+            except subprocess.CalledProcessError as exc:  # e.g. a shallow clone
+                out["baseline_error"] = f"git archive {args.baseline_rev}: {exc.stderr!r}"
+                print(f"no baseline: {out['baseline_error']}", file=sys.stderr)
         for label, pythonpath in phases:
             print(
                 f"triggerer {label} ({'provider at ' + args.baseline_rev if pythonpath else 'current provider'})",
@@ -590,7 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pushes", type=int, default=2, help="data pushes (current triggerer)")
     parser.add_argument("--sample", type=int, default=10, help="per-pipeline files parsed")
     parser.add_argument("--min-file-process-interval", type=int, default=600)
-    parser.add_argument("--baseline-rev", default=BASELINE_REV, help="provider before the change")
+    parser.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help="provider before the change ('' skips the baseline phase)",
+    )
     parser.add_argument("--quick", action="store_true", help="5 pipelines, parse only")
     parser.add_argument("--worker-parse", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--profile", help=argparse.SUPPRESS)

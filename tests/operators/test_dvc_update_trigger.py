@@ -218,3 +218,62 @@ async def test_watchers_of_one_branch_share_one_poll_and_fire_for_their_own_path
     assert ("data/b.csv", changed["b"]) in reads and ("data/b.csv", changed["c"]) not in reads
     assert ("data/c.csv", changed["c"]) in reads and ("data/c.csv", changed["b"]) not in reads
     assert pollers() == {}  # the last watcher leaving stopped the shared poll
+
+
+async def test_a_watcher_keeps_working_when_another_of_its_branch_is_cancelled(registry, tmp_path):
+    """The triggerer cancels and re-creates triggers at will: cancelling one watcher of a
+    shared poll leaves the other polling, and a re-created one joins the same poll."""
+    events: list[dict] = []
+
+    async def watch(store: MemoryStateStore, sink: list[dict] | None) -> None:
+        async for event in make_trigger(registry, store).run():
+            if sink is not None:
+                sink.append(event.payload)
+
+    kept_store, other_store = MemoryStateStore(), MemoryStateStore()
+    kept = asyncio.create_task(watch(kept_store, events))
+    other = asyncio.create_task(watch(other_store, None))
+    try:
+        await wait_until(
+            lambda: LAST_MD5_KEY in kept_store.values and LAST_MD5_KEY in other_store.values,
+            "both watchers remembered the current data",
+        )
+        (poll,) = pollers().values()
+        other.cancel()
+        await asyncio.gather(other, return_exceptions=True)
+        assert dict(poll.paths) == {"data/x.csv": 1}
+        again = asyncio.create_task(watch(other_store, None))  # re-created by the triggerer
+        await wait_until(lambda: poll.paths["data/x.csv"] == 2, "the re-created one joined")
+        assert list(pollers().values()) == [poll]
+        again.cancel()
+        await asyncio.gather(again, return_exceptions=True)
+
+        sha = publish(registry, tmp_path, "a,b\n5,6\n")
+        await wait_until(lambda: events, "the remaining watcher fired")
+    finally:
+        kept.cancel()
+        await asyncio.gather(kept, return_exceptions=True)
+    assert [e["rev"] for e in events] == [sha]
+    assert pollers() == {}
+
+
+async def test_other_branches_and_intervals_poll_separately(registry):
+    """Sharing is per (registry, branch, interval): each watcher still polls at its own pace."""
+    agens = [
+        DvcUpdateTrigger(repo=str(registry), path="data/x.csv", rev=rev, poll_interval=interval)
+        .run()
+        .__anext__()
+        for rev, interval in (("main", 0.05), ("main", 0.1), ("HEAD", 0.05))
+    ]
+    tasks = [asyncio.ensure_future(a) for a in agens]
+    try:
+        await wait_until(lambda: len(pollers()) == 3, "three pollers")
+        assert set(pollers()) == {
+            (str(registry), "main", 0.05),
+            (str(registry), "main", 0.1),
+            (str(registry), "HEAD", 0.05),
+        }
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
