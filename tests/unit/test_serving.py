@@ -689,6 +689,38 @@ def test_predictor_fast_path_matches_the_pipeline(trained):
     assert np.allclose([[p["0"], p["1"]] for p in proba], expected, rtol=1e-12, atol=1e-15)
 
 
+def test_tree_walk_gives_sklearns_probabilities_bit_for_bit(trained):
+    """Small batches of the boosted trees are walked with NumPy: the probabilities and
+    labels are exactly scikit-learn's, for one row, for the largest walked batch and with
+    missing values; a larger batch goes through scikit-learn."""
+    from conveyor.serving.predictor import TREE_WALK_MAX_ROWS
+
+    config, result, _, test = trained
+    schema = build_schema(None, config)
+    predictor = Predictor(result.model, schema)
+    assert predictor.tree_walk
+    frame = test[config.feature_columns].reset_index(drop=True).astype(float)
+    frame.iloc[::3, 2] = np.nan  # nullable inputs are imputed first: the trees see numbers
+    estimator = result.model.steps[-1][1]
+    for size in (1, 2, TREE_WALK_MAX_ROWS, TREE_WALK_MAX_ROWS + 1):
+        part = frame.head(size)
+        features = predictor.features(part.to_numpy())
+        expected = estimator.predict_proba(features)
+        np.testing.assert_array_equal(predictor._proba(features), expected)
+        records = [
+            {k: (None if math.isnan(v) else v) for k, v in r.items()}
+            for r in part.to_dict(orient="records")
+        ]
+        nullable = InputSchema(tuple(Column(c.name, c.kind, True) for c in schema.columns))
+        labels, proba = predictor.predict(nullable.check_batch(records, max_abs=1e15))
+        assert labels == result.model.predict(part).tolist()
+        np.testing.assert_array_equal([[p["0"], p["1"]] for p in proba], expected)
+    # The raw-feature trees see NaN too when a model has no imputer: the walk checks
+    # missing_go_to_left; verified on load against scikit-learn with NaNs.
+    raw = np.full((3, features.shape[1]), np.nan)
+    np.testing.assert_array_equal(predictor._walk(raw), estimator.predict_proba(raw))
+
+
 def test_schema_from_signature_and_config(trained):
     config = trained[0]
     columns = config.feature_columns
@@ -735,6 +767,51 @@ def test_value_checks():
     assert len(exc.value.errors) == 20 and "more)" in exc.value.message
     with pytest.raises(RequestRejected, match="JSON"):
         parse_records(b'{"records": [{"x": 1' + b"0" * 5000 + b"}]}", content_type=None, max_rows=5)
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [{"x": 1.0, "n": 2.5}],  # non-integral int
+        [{"x": 2e6, "n": 1}],  # over max_abs
+        [{"x": 1.0, "n": 2**63}],  # beyond int64
+        [{"x": float("nan"), "n": 1}],  # NaN (what json's parse_constant gives)
+        [{"x": 1.0, "n": None}, {"x": None, "n": 1}],  # null: allowed in n only
+        [{"x": True, "n": 1}],  # a boolean is not a number
+        [{"x": "1", "n": 1}],  # nor a numeric string
+        [{"x": 1.0}],  # missing column
+        [{"x": 1.0, "n": 1, "extra": 2}],  # unknown column
+        [{"x": 1.0, "n": 1}, [1.0, 1]],  # not an object
+        [{"x": 1.0, "n": 1}] * 3 + [{"x": 1e9, "n": 0.5}] * 30,  # many problems
+    ],
+)
+def test_column_wise_check_gives_the_per_value_verdict(records):
+    """check_batch (the service's NumPy path) accepts and refuses exactly what
+    check_records does, with the same messages and the same values."""
+    schema = InputSchema((Column("x", "float"), Column("n", "int", nullable=True)))
+    try:
+        expected = schema.check_records(records, max_abs=1e6)
+    except RequestRejected as exc:
+        with pytest.raises(RequestRejected) as got:
+            schema.check_batch(records, max_abs=1e6)
+        assert (got.value.status_code, got.value.message, got.value.errors) == (
+            exc.status_code,
+            exc.message,
+            exc.errors,
+        )
+    else:
+        got_rows = schema.check_batch(records, max_abs=1e6)
+        np.testing.assert_array_equal(np.asarray(got_rows, dtype=float), np.asarray(expected))
+
+
+def test_column_wise_check_of_good_batches():
+    schema = InputSchema((Column("x", "float"), Column("n", "int"), Column("y", "float")))
+    records = [{"y": 0.5, "x": -3, "n": 7.0}, {"x": 1e6, "n": -(2**40), "y": -1e-300}]
+    matrix = schema.check_batch(records, max_abs=1e13)
+    assert isinstance(matrix, np.ndarray) and matrix.dtype == np.float64
+    np.testing.assert_array_equal(matrix, schema.check_records(records, max_abs=1e13))
+    single = InputSchema((Column("only", "float"),))
+    np.testing.assert_array_equal(single.check_batch([{"only": 2}], max_abs=10), [[2.0]])
 
 
 async def test_body_limit_counts_streamed_bytes():
