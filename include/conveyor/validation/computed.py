@@ -91,9 +91,12 @@ class _Frame:
         return self.df[column]
 
     def nulls(self, column: str):
-        """Boolean null mask of ``column`` (cached: not-null, range and set all use it)."""
+        """Boolean null mask of ``column``: not-null, range and set all use it, and a
+        suite lists a column's expectations together, so only the last column's mask
+        is kept (one per column would hold a byte per cell of the frame)."""
         mask = self._nulls.get(column)
         if mask is None:
+            self._nulls.clear()
             mask = self._nulls[column] = self.df[column].isna().to_numpy()
         return mask
 
