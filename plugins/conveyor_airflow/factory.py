@@ -15,7 +15,9 @@ A broken YAML raises here, which Airflow shows as an import error of that DAG fi
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -437,14 +439,16 @@ def build_rollback_dag(*, pipelines_dir: str | Path | None = None) -> DAG:
     return dag
 
 
-def _config_and_asset(name: str, pipelines_dir: str | Path | None) -> tuple[PipelineConfig, Asset]:
+def _config_and_asset(
+    name: str, pipelines_dir: str | Path | None, settings: Settings | None = None
+) -> tuple[PipelineConfig, Asset]:
     """Pipeline ``name``'s config and its data Asset, for DAGs that emit events on it.
 
     The same Asset definition as the training DAG's, watcher included: Airflow syncs an
     asset's watchers from every file that mentions it, so an outlet-only copy without the
     watcher would remove the trigger on each parse of that file and re-add it on the next.
     """
-    settings = conveyor_settings()
+    settings = settings or conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     config = load_pipeline_config(pipeline_path(name, directory))
     return config, data_asset(config, settings)
@@ -455,17 +459,20 @@ def watch_dag_id(name: str) -> str:
     return f"conveyor_watch_{name}"
 
 
-def build_watch_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DAG:
+def build_watch_dag(
+    name: str, *, pipelines_dir: str | Path | None = None, settings: Settings | None = None
+) -> DAG:
     """A continuous, deferrable sensor DAG that updates the pipeline's data Asset.
 
     The alternative to the asset watcher for teams that prefer a sensor they can see in
     the grid view. It emits the same payload shape (repo, path, rev, md5) in the asset
     event's extra, so the training run pins the same revision either way. Paused at
     creation: unpause it *and* set ``CONVEYOR_DATA_WATCHER=false`` to switch over.
+    ``settings``: resolved settings to reuse (see :func:`build_per_pipeline`).
     """
     from conveyor_airflow.sensors.dvc_update import AnnounceDataOperator, DvcUpdateSensor
 
-    config, asset = _config_and_asset(name, pipelines_dir)
+    config, asset = _config_and_asset(name, pipelines_dir, settings)
     with DAG(
         dag_id=watch_dag_id(config.name),
         description=f"Watch {config.data.path} for new versions (sensor alternative to the asset watcher)",
@@ -495,17 +502,20 @@ def monitor_dag_id(name: str) -> str:
     return f"conveyor_monitor_{name}"
 
 
-def build_monitor_dag(name: str, *, pipelines_dir: str | Path | None = None) -> DAG:
+def build_monitor_dag(
+    name: str, *, pipelines_dir: str | Path | None = None, settings: Settings | None = None
+) -> DAG:
     """Drift and live-performance monitoring of pipeline ``name``'s production model.
 
     check_drift → request_retraining. The check reads the prediction log window, writes
     the drift report and notifies on drift; ``request_retraining`` records an event on the
     pipeline's data asset (which starts the training DAG) only when there is drift *and*
     data production was not trained on. Scheduled by ``monitor.schedule`` (manual if none).
+    ``settings``: resolved settings to reuse (see :func:`build_per_pipeline`).
     """
     from conveyor_airflow.operators.monitor import DriftCheckOperator, RequestRetrainingOperator
 
-    config, asset = _config_and_asset(name, pipelines_dir)
+    config, asset = _config_and_asset(name, pipelines_dir, settings)
     with DAG(
         dag_id=monitor_dag_id(config.name),
         description=f"Drift and live performance of {config.name}'s production model",
@@ -526,6 +536,35 @@ def build_monitor_dag(name: str, *, pipelines_dir: str | Path | None = None) -> 
             retries=0,
         )
     return dag
+
+
+def build_per_pipeline(
+    builder: Callable[..., DAG | None],
+    *,
+    kind: str,
+    pipelines_dir: str | Path | None = None,
+) -> dict[str, DAG]:
+    """One DAG per pipeline YAML by ``builder``, keyed by DAG id; a DAG file publishes them
+    with ``globals().update(build_per_pipeline(build_monitor_dag, kind="monitor"))``.
+
+    The settings are resolved (environment and Airflow's ``[conveyor]`` section) and the
+    folder listed once for all pipelines, and each YAML is parsed once per process
+    (:func:`conveyor.config.load_pipeline_config`). ``builder(name, pipelines_dir=...,
+    settings=...)`` may return ``None`` for a pipeline that has no such DAG. A pipeline
+    whose YAML is broken gets no DAG here, only a warning: its own DAG file shows the error.
+    """
+    settings = conveyor_settings()
+    directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
+    dags: dict[str, DAG] = {}
+    for name in list_pipelines(directory):
+        try:
+            dag = builder(name, pipelines_dir=pipelines_dir, settings=settings)
+        except ConfigError as exc:
+            logging.getLogger(__name__).warning("No %s for %s: %s", kind, name, exc)
+            continue
+        if dag is not None:
+            dags[dag.dag_id] = dag
+    return dags
 
 
 HOUSEKEEPING_DAG_ID = "conveyor_housekeeping"

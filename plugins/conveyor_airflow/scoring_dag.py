@@ -57,12 +57,17 @@ def scoring_asset(config: PipelineConfig, settings: Settings, *, watch: bool = T
 
 
 def build_score_dag(
-    name: str, *, pipelines_dir: str | Path | None = None, watch: bool = DATA_WATCHER
+    name: str,
+    *,
+    pipelines_dir: str | Path | None = None,
+    watch: bool = DATA_WATCHER,
+    settings: Settings | None = None,
 ) -> DAG:
     """Pipeline ``name``'s batch-scoring DAG: one ``score`` task.
 
     Scheduled by new versions of ``scoring.input`` (asset watcher, ``scoring.watch``) and/or
-    ``scoring.schedule``; the ``input_rev`` Param scores a given revision.
+    ``scoring.schedule``; the ``input_rev`` Param scores a given revision. ``settings``:
+    resolved settings to reuse (see :func:`conveyor_airflow.factory.build_per_pipeline`).
 
     Raises
     ------
@@ -71,7 +76,7 @@ def build_score_dag(
     """
     from conveyor_airflow.operators.score import BatchScoreOperator
 
-    settings = conveyor_settings()
+    settings = settings or conveyor_settings()
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
     config = load_pipeline_config(pipeline_path(name, directory))
     spec = config.scoring
@@ -119,3 +124,16 @@ def build_score_dag(
             **common,
         )
     return dag
+
+
+def build_score_dags(*, pipelines_dir: str | Path | None = None) -> dict[str, DAG]:
+    """The ``score_<name>`` DAG of every pipeline with a ``scoring:`` section, by DAG id."""
+    from conveyor_airflow.factory import build_per_pipeline
+
+    def if_scored(name: str, *, pipelines_dir: str | Path | None, settings: Settings) -> DAG | None:
+        directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir
+        if load_pipeline_config(pipeline_path(name, directory)).scoring is None:
+            return None
+        return build_score_dag(name, pipelines_dir=pipelines_dir, settings=settings)
+
+    return build_per_pipeline(if_scored, kind="scoring DAG", pipelines_dir=pipelines_dir)

@@ -4,6 +4,7 @@ YAML read twice in one process is parsed once. Speed itself is measured in bench
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -129,3 +130,29 @@ def test_announce_records_the_payload_on_the_data_asset():
     assert events[asset].extra == {"payload": {"rev": "abc"}}
     with pytest.raises(ValueError, match="has no outlets"):
         AnnounceDataOperator(task_id="no_outlet", payload={})
+
+
+def test_one_dag_per_pipeline_skips_a_broken_yaml_and_unscored_pipelines(tmp_path, monkeypatch):
+    from conveyor_airflow.factory import build_monitor_dag, build_per_pipeline, build_watch_dag
+    from conveyor_airflow.scoring_dag import build_score_dags
+
+    raw = yaml.safe_load((REPO / "include" / "pipelines" / "breast_cancer.yaml").read_text())
+    scoring = {"input": {"path": "data/to_score.csv"}}
+    for name, extra in (("plain_one", {}), ("scored_one", {"scoring": scoring})):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**raw, "name": name, **extra}))
+    (tmp_path / "broken_one.yaml").write_text(yaml.safe_dump({**raw, "name": "broken_one", "x": 1}))
+    monkeypatch.setenv("CONVEYOR_PIPELINES_DIR", str(tmp_path))
+    warned: list[str] = []
+    monkeypatch.setattr(
+        logging.getLogger("conveyor_airflow.factory"),
+        "warning",
+        lambda msg, *args: warned.append(msg % args),
+    )
+
+    monitors = build_per_pipeline(build_monitor_dag, kind="monitor")
+    assert sorted(monitors) == ["conveyor_monitor_plain_one", "conveyor_monitor_scored_one"]
+    [warning] = warned
+    assert warning.startswith("No monitor for broken_one") and "unknown key 'x'" in warning
+    watchers = build_per_pipeline(build_watch_dag, kind="watcher", pipelines_dir=tmp_path)
+    assert sorted(watchers) == ["conveyor_watch_plain_one", "conveyor_watch_scored_one"]
+    assert list(build_score_dags()) == ["score_scored_one"]
