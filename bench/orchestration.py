@@ -73,7 +73,7 @@ TASK_IO = {
     "validate_data": ["copy_docs", "write_parquet"],
     "train_model": ["read_parquet"],
     "evaluate_model": ["read_parquet", "split", "load_model"],
-    "deploy_model": ["read_parquet"],
+    "deploy_model": ["sample_snapshot"],
 }
 #: Airflow task -> modules it imports in ``execute()``, read from
 #: plugins/conveyor_airflow/operators (resolve_inputs imports the estimator's module to
@@ -403,6 +403,7 @@ def _cpu_self_and_children() -> float:
 def handoff_io(data_file, frame, cfg, model_uri: str, run_dir: Path, tmp: Path) -> dict:
     """The extra I/O of handing data between tasks, timed here outside the plain run."""
     from conveyor.data.splits import split_frame
+    from conveyor.deploy.rollout import sample_snapshot_rows
     from conveyor.modeling.model_io import load_model
 
     out: dict[str, float] = {}
@@ -425,6 +426,14 @@ def handoff_io(data_file, frame, cfg, model_uri: str, run_dir: Path, tmp: Path) 
     t = time.perf_counter()
     split_frame(again, cfg)
     out["split"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sample_snapshot_rows(
+        target / "snapshot.parquet",
+        cfg.feature_columns,
+        n=cfg.deploy.smoke_rows,
+        seed=cfg.split.seed,
+    )
+    out["sample_snapshot"] = time.perf_counter() - t
     t = time.perf_counter()
     load_model(model_uri, dst=target / "model")
     out["load_model"] = time.perf_counter() - t

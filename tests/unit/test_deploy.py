@@ -328,3 +328,30 @@ def test_sigkilled_task_process_leaves_no_smoke_test_behind(crashing, tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+@pytest.mark.parametrize("n", [7, 500])
+def test_snapshot_sample_is_the_frames_sample(tmp_path, n):
+    """The deploy step samples its smoke rows from the Parquet snapshot without building
+    the frame; it must pick exactly the rows ``sample_rows`` picks from the frame."""
+    import numpy as np
+    import pandas as pd
+
+    from conveyor.deploy.rollout import sample_snapshot_rows
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=300),
+            "k": rng.integers(0, 5, size=300),
+            "city": rng.choice(["a", "b", None], size=300),
+            "target": rng.integers(0, 2, size=300),
+        }
+    )
+    frame.loc[::7, "x"] = np.nan
+    path = tmp_path / "snapshot.parquet"
+    frame.to_parquet(path, index=False)
+    columns = ["x", "k", "city"]
+    expected = sample_rows(frame, columns, n=n, seed=42)
+    assert sample_snapshot_rows(path, columns, n=n, seed=42) == expected
+    assert len(expected) == min(n, len(frame))

@@ -22,15 +22,15 @@ log = logging.getLogger(__name__)
 def smoke_rows(config: PipelineConfig, name: str, version: str, snapshot_uri: str | None):
     """Rows for the smoke test and the live check: a seeded sample of the validated
     snapshot, else the model's logged input example."""
-    from conveyor.deploy.rollout import example_rows, sample_rows
+    from conveyor.deploy.rollout import example_rows, sample_snapshot_rows
 
     if snapshot_uri:
-        from conveyor.modeling.runs import read_snapshot
+        from conveyor.artifacts import local_copy
 
-        frame = read_snapshot(snapshot_uri)
-        return sample_rows(
-            frame, config.feature_columns, n=config.deploy.smoke_rows, seed=config.split.seed
-        )
+        with local_copy(snapshot_uri) as path:
+            return sample_snapshot_rows(
+                path, config.feature_columns, n=config.deploy.smoke_rows, seed=config.split.seed
+            )
     return example_rows(name, version)
 
 
