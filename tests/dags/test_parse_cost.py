@@ -156,3 +156,52 @@ def test_one_dag_per_pipeline_skips_a_broken_yaml_and_unscored_pipelines(tmp_pat
     watchers = build_per_pipeline(build_watch_dag, kind="watcher", pipelines_dir=tmp_path)
     assert sorted(watchers) == ["conveyor_watch_plain_one", "conveyor_watch_scored_one"]
     assert list(build_score_dags()) == ["score_scored_one"]
+
+
+def test_parsed_yaml_is_shared_between_processes_by_content(tmp_path, monkeypatch):
+    """A fresh process (here: a cleared in-process cache) reads the parsed YAML from the
+    cache under CONVEYOR_HOME; an edit is parsed again; a date (not cacheable) still loads."""
+    from conveyor import config as cc
+    from conveyor.errors import ConfigError
+
+    monkeypatch.setenv("CONVEYOR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CONVEYOR_YAML_CACHE", raising=False)
+    raw = yaml.safe_load((REPO / "include" / "pipelines" / "breast_cancer.yaml").read_text())
+    path = tmp_path / "shared_bc.yaml"
+    path.write_text(yaml.safe_dump({**raw, "name": "shared_bc", "tags": ["a", "b"]}))
+    first = cc.load_pipeline_config(path)
+    cache = tmp_path / "home" / "cache" / "pipeline-yaml"
+    [entry] = cache.glob("shared_bc.*.marshal")
+    assert cache.stat().st_mode & 0o777 == 0o700
+
+    parsed: list[str] = []
+    real_load = yaml.load
+    monkeypatch.setattr(
+        yaml, "load", lambda text, Loader: parsed.append(text) or real_load(text, Loader)
+    )
+    cc._LOADED.clear()
+    assert cc.load_pipeline_config(path) == first and parsed == []  # from the cache
+
+    path.write_text(yaml.safe_dump({**raw, "name": "shared_bc", "tags": ["c"]}))
+    assert cc.load_pipeline_config(path).tags == ["c"] and len(parsed) == 1
+    [newer] = cache.glob("shared_bc.*.marshal")  # the previous version was dropped
+    assert newer != entry
+
+    entry_bytes = newer.read_bytes()
+    newer.write_bytes(entry_bytes[:10])  # a damaged entry: parsed again, rewritten
+    cc._LOADED.clear()
+    assert cc.load_pipeline_config(path).tags == ["c"] and len(parsed) == 2
+    assert newer.read_bytes() == entry_bytes
+
+    path.write_text(
+        yaml.safe_dump({**raw, "name": "shared_bc", "description": None}) + "x: 2026-01-01\n"
+    )
+    cc._LOADED.clear()
+    with pytest.raises(ConfigError, match="unknown key 'x'"):
+        cc.load_pipeline_config(path)
+    assert list(cache.glob("shared_bc.*.marshal")) == [newer]  # a date is not cacheable
+
+    monkeypatch.setenv("CONVEYOR_YAML_CACHE", "off")
+    path.write_text(yaml.safe_dump({**raw, "name": "shared_bc", "tags": ["off"]}))
+    assert cc.load_pipeline_config(path).tags == ["off"]
+    assert list(cache.glob("shared_bc.*.marshal")) == [newer]
