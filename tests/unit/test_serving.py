@@ -706,7 +706,9 @@ def test_tree_walk_gives_sklearns_probabilities_bit_for_bit(trained):
     schema = build_schema(None, config)
     predictor = Predictor(result.model, schema)
     assert predictor.tree_walk
-    frame = test[config.feature_columns].reset_index(drop=True).astype(float)
+    frame = test[config.feature_columns].astype(float)
+    frame = pd.concat([frame] * 3, ignore_index=True)  # more rows than are walked
+    assert len(frame) > TREE_WALK_MAX_ROWS
     frame.iloc[::3, 2] = np.nan  # nullable inputs are imputed first: the trees see numbers
     estimator = result.model.steps[-1][1]
     for size in (1, 2, TREE_WALK_MAX_ROWS, TREE_WALK_MAX_ROWS + 1):

@@ -59,9 +59,10 @@ ARGMAX_CLASSIFIERS = frozenset(
 _TIE_GAP = 1e-9
 
 #: Batches up to this many rows walk a HistGradientBoostingClassifier's trees with NumPy,
-#: all trees at once; larger ones go through scikit-learn (one Cython call per tree
-#: is then cheaper than NumPy's per-call overhead times the tree depth).
-TREE_WALK_MAX_ROWS = 32
+#: all trees at once; larger ones go through scikit-learn. Measured on the demo model
+#: (100 trees, depth 17): 1 row 0.08 vs 0.82 ms, 100 rows 0.96 vs 1.9 ms, 300 rows
+#: 2.8 vs 2.2 ms (scikit-learn's per-row Cython loop wins on large batches).
+TREE_WALK_MAX_ROWS = 128
 
 
 class Predictor:
@@ -434,15 +435,19 @@ def _tree_walk(estimator: Any) -> tuple[Callable[[np.ndarray], np.ndarray], dict
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     nodes = np.concatenate(trees)
     tree_of_node = np.repeat(offsets, sizes)
+    index = np.arange(len(nodes))
+    is_leaf = nodes["is_leaf"].astype(bool)
     feature = nodes["feature_idx"].astype(np.intp)
     threshold = nodes["num_threshold"].astype(np.float64)
     missing_left = nodes["missing_go_to_left"].astype(bool)
-    is_leaf = nodes["is_leaf"].astype(bool)
-    left = nodes["left"].astype(np.intp) + tree_of_node
-    right = nodes["right"].astype(np.intp) + tree_of_node
+    # Children of node i at 2i (left) and 2i+1 (right); a leaf is its own child, so every
+    # row takes exactly max-depth steps and no step asks which rows are done.
+    children = np.empty(2 * len(nodes), dtype=np.intp)
+    children[0::2] = np.where(is_leaf, index, nodes["left"].astype(np.intp) + tree_of_node)
+    children[1::2] = np.where(is_leaf, index, nodes["right"].astype(np.intp) + tree_of_node)
     value = nodes["value"].astype(np.float64)
     roots = offsets.astype(np.intp)
-    steps = int(nodes["depth"].max()) + 1
+    steps = int(nodes["depth"].max())
     n_trees = len(trees)
     splits = ~is_leaf
     thresholds = {
@@ -450,19 +455,17 @@ def _tree_walk(estimator: Any) -> tuple[Callable[[np.ndarray], np.ndarray], dict
     }
 
     def walk(x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
+        n, width = x.shape
+        flat = np.ascontiguousarray(x).ravel()
+        row_start = (np.arange(n) * width)[:, None]
         current = np.broadcast_to(roots, (n, n_trees)).copy()
-        row = np.arange(n)[:, None]
+        any_missing = bool(np.isnan(flat).any())
         for _ in range(steps):
-            leaf = is_leaf[current]
-            if leaf.all():
-                break
-            values = x[row, feature[current]]
-            with np.errstate(invalid="ignore"):
-                go_left = np.where(
-                    np.isnan(values), missing_left[current], values <= threshold[current]
-                )
-            current = np.where(leaf, current, np.where(go_left, left[current], right[current]))
+            values = flat[row_start + feature[current]]
+            go_right = ~(values <= threshold[current])  # NaN compares False: right...
+            if any_missing:  # ...unless the split sends missing values left
+                go_right &= ~(np.isnan(values) & missing_left[current])
+            current = children[2 * current + go_right]
         leaves = value[current]  # (n, n_trees), iteration-major then class
         raw = np.empty((n, n_classes_out), dtype=np.float64, order="F")
         for k in range(n_classes_out):
