@@ -82,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="rows, e.g. 10k,1M")
     parser.add_argument("--skips", type=int, default=3, help="unchanged-input runs per size")
     parser.add_argument("--quick", action="store_true", help="200 rows, plain processes only")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs)")
     parser.add_argument("--check-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.check_worker:
         check_worker(args.check_worker)
         return 0
 
-    home = c.bench_env(NAME)
+    home = c.bench_env(NAME, keep=args.keep)
     import orchestration as o  # after bench_env: same environment, same helpers
 
     os.environ.update(

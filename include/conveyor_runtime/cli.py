@@ -164,11 +164,21 @@ def print_summary(title: str, summary: dict, keys: tuple[str, ...]) -> None:
         console.print(f"{key:<{width}}  {text}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _skipped_unchanged(tasks: dict[str, str | None] | None) -> bool:
+    """The run stopped at resolve_inputs because its inputs equal production's: it marks
+    the steps after it skipped (``pull_data`` is skipped for no other reason); runs from
+    before that change skipped resolve_inputs itself."""
+    tasks = tasks or {}
+    return tasks.get("resolve_inputs") == "skipped" or (
+        tasks.get("resolve_inputs") == "success" and tasks.get("pull_data") == "skipped"
+    )
+
+
 def _not_reached(tasks: dict[str, str | None] | None, production: str | None) -> str:
     """Why a run registered no version, from its tasks' states."""
     if not tasks:
         return "rejected or not reached"
-    if tasks.get("resolve_inputs") == "skipped":
+    if _skipped_unchanged(tasks):
         return (
             "not reached: the run was skipped because its inputs (data md5, config, code) "
             f"equal production v{production}'s; --force retrains"
@@ -222,7 +232,7 @@ def summarise_run(
     summary["production_version"] = str(prod.version) if prod else None
     if version is None:
         summary["gate"] = _not_reached(tasks, summary["production_version"])
-        if prod is not None and not runs and (tasks or {}).get("resolve_inputs") == "skipped":
+        if prod is not None and not runs and _skipped_unchanged(tasks):
             # a skipped run trained nothing: show the data production was trained on
             summary["data_md5"] = prod.tags.get("conveyor.data_md5")
             summary["data_git_sha"] = prod.tags.get("conveyor.data_git_sha")

@@ -1,7 +1,8 @@
 """Names whose home moved between Airflow 3.1 and 3.3, imported from wherever this Airflow has
 them. The floor is Airflow 3.1.8 (tests/compat installs the wheel beside it).
 
-* ``AirflowFailException``, ``AirflowSkipException``, ``AirflowNotFoundException``: in
+* ``AirflowFailException``, ``AirflowSkipException``, ``AirflowNotFoundException``,
+  ``DownstreamTasksSkipped``: in
   ``airflow.sdk.exceptions`` from 3.2 (Task SDK 1.2); ``airflow.exceptions`` on 3.1.
 * ``AssetOrTimeSchedule``, ``CronTriggerTimetable``: exported by ``airflow.sdk`` from 3.2;
   ``airflow.timetables`` on 3.1.
@@ -16,12 +17,14 @@ try:
         AirflowFailException,
         AirflowNotFoundException,
         AirflowSkipException,
+        DownstreamTasksSkipped,
     )
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import (  # type: ignore[no-redef]
         AirflowFailException,
         AirflowNotFoundException,
         AirflowSkipException,
+        DownstreamTasksSkipped,
     )
 
 
@@ -40,5 +43,6 @@ __all__ = [
     "AirflowFailException",
     "AirflowNotFoundException",
     "AirflowSkipException",
+    "DownstreamTasksSkipped",
     "schedule_classes",
 ]

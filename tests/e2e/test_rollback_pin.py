@@ -84,6 +84,7 @@ def test_rollback_pins_production_until_released(env, capfd):
 
     # the same inputs as candidate v2: skipped, not registered again, production stays
     states = run()
+    assert states.pop("resolve_inputs") == "success"
     assert set(states.values()) == {"skipped"}, states
     out = capfd.readouterr()
     assert "inputs equal candidate v2" in out.out + out.err
