@@ -32,6 +32,7 @@ SCRIPTS = {
     "serving": (["--quick"], "Serving summary", ["cells", "ready_s"]),
     "scoring": (["--quick"], "Batch scoring summary", ["conveyor", "mlflow", "ratio"]),
     "drift": (["--quick"], "Drift check", ["per_size"]),
+    "scale": (["--quick"], "Scale summary", ["goals", "parse"]),
 }
 TIMEOUT = 600
 
