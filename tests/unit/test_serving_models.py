@@ -9,6 +9,8 @@ probe given the service's root finds its model's routes by itself.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from serving_helpers import (
     ServiceProcess,
@@ -16,6 +18,7 @@ from serving_helpers import (
     log_trained,
     register,
     row,
+    serve_in_thread,
     train_breast_cancer,
 )
 
@@ -211,3 +214,31 @@ def test_create_app_refuses_a_pipeline_listed_twice(settings, tmp_path):
         create_app([serving, serving], settings)
     with pytest.raises(ConfigError, match="at least one pipeline"):
         create_app([], settings)
+
+
+def test_one_poller_picks_up_each_models_new_version(multi, settings, tmp_path):
+    """The same app in this process, polling every 0.2 s: promoting a new version of one
+    model swaps that model only (keep last: it moves multi_b's production alias)."""
+    _, versions, columns, test, _ = multi
+    client = tracking.configure(settings)
+    every = [
+        ServingSettings.from_env(
+            name, settings=settings, prediction_log_dir=str(tmp_path / name), poll_seconds=0.2
+        )
+        for name in MODELS
+    ]
+    with serve_in_thread(create_app(every, settings)) as http:
+        assert http.get("/models/multi_b/version").json()["version"] == versions["multi_b"]
+        source = client.get_model_version("multi_b", versions["multi_b"])
+        new = register(client, "multi_b", source.source, source.run_id, "multi_b-2")
+        promote(client, "multi_b", new, reason="poll test", actor="pytest")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if http.get("/models/multi_b/version").json()["version"] == new:
+                break
+            time.sleep(0.1)
+        assert http.get("/models/multi_b/version").json()["version"] == new
+        assert http.get("/models/multi_a/version").json()["version"] == versions["multi_a"]
+        body = {"records": [row(test, 0, columns)]}
+        answer = http.post("/models/multi_b/predict", json=body).json()
+        assert answer["model"] == {"name": "multi_b", "version": new}
