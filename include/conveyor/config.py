@@ -8,13 +8,9 @@ PyYAML only, never pandas, scikit-learn, GX, DVC or MLflow.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import marshal
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -466,8 +462,7 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     The result is cached per process and file content: DAG files that build one DAG per
     pipeline, and builders that read the same YAML twice, parse and validate each file
     once; an edited file (any byte) is parsed again. The config is frozen and shared
-    between callers: treat its dicts and lists as read-only. Across processes, the parsed
-    YAML (not the validation) is cached by content hash (:func:`_parse_yaml`).
+    between callers: treat its dicts and lists as read-only.
 
     Raises
     ------
@@ -486,7 +481,11 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     cached = _LOADED.get(path)
     if cached is not None and cached[0] == text:
         return cached[1]
-    config = config_from_mapping(_parse_yaml(text, path), source=path)
+    try:
+        raw = yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Pipeline config {path} is not valid YAML: {exc}") from exc
+    config = config_from_mapping(raw, source=path)
     if config.name != path.stem:
         raise ConfigError(
             f"Pipeline config {path}: 'name' is {config.name!r} but the file is "
@@ -494,86 +493,6 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         )
     _LOADED[path] = (text, config)
     return config
-
-
-#: Where parsed YAML is cached across processes, by content hash (see :func:`_parse_yaml`).
-#: Set ``CONVEYOR_YAML_CACHE=off`` to parse every time.
-_CACHE_ENV = "CONVEYOR_YAML_CACHE"
-
-
-def _yaml_cache_dir() -> Path | None:
-    """``$CONVEYOR_HOME/cache/pipeline-yaml`` (see :mod:`conveyor.settings`), created
-    private to this user; ``None`` when switched off, not creatable, or not ours alone."""
-    if os.environ.get(_CACHE_ENV, "").lower() in ("off", "0", "false", "no"):
-        return None
-    from conveyor.settings import setting
-
-    env = os.environ
-    return _private_cache_dir(
-        setting(env, "home"), setting(env, "project_dir"), env.get("AIRFLOW_HOME")
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _private_cache_dir(*location: str | None) -> Path | None:
-    """The cache folder for the settings' ``location`` values (checked once per process)."""
-    from conveyor.settings import Settings
-
-    directory = Settings.from_env().home / "cache" / "pipeline-yaml"
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = directory.stat()
-    except OSError:
-        return None
-    # the cache is trusted input: only a directory nobody else can write to
-    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return None
-    return directory
-
-
-def _parse_yaml(text: str, path: Path) -> Any:
-    """``text`` parsed as YAML, through a cache shared by the processes of this user.
-
-    The dag-processor parses every DAG file in a fresh process every 30 s, and the files
-    that build one DAG per pipeline parse every pipeline's YAML each time: at 500 pipelines
-    that is most of their parse time (libyaml's parser still builds each node in Python).
-    The cache is keyed by the SHA-256 of the text, so an edit can never be served stale;
-    it holds one entry per pipeline file name, in ``marshal`` format (plain containers and
-    scalars; a YAML with other types, such as dates, is not cached). Any cache failure
-    falls back to parsing.
-    """
-    directory = _yaml_cache_dir()
-    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-    entry = directory / f"{path.stem}.{digest}.marshal" if directory else None
-    if entry is not None:
-        try:
-            return marshal.loads(entry.read_bytes())
-        except (OSError, EOFError, ValueError, TypeError):
-            pass
-    try:
-        raw = yaml.load(text, Loader=_YAML_LOADER)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Pipeline config {path} is not valid YAML: {exc}") from exc
-    if entry is not None:
-        _write_cache_entry(entry, raw)
-    return raw
-
-
-def _write_cache_entry(entry: Path, raw: Any) -> None:
-    try:
-        data = marshal.dumps(raw)
-    except ValueError:  # a type marshal cannot hold (e.g. a date): parse it each time
-        return
-    tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, entry)  # atomic: a concurrent reader sees all of it or nothing
-        stem = entry.name.split(".", 1)[0]
-        for old in entry.parent.glob(f"{stem}.*.marshal"):
-            if old != entry:  # the file's previous versions
-                old.unlink(missing_ok=True)
-    except OSError:
-        tmp.unlink(missing_ok=True)
 
 
 def config_from_mapping(raw: Any, *, source: str | Path) -> PipelineConfig:
