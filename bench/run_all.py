@@ -114,9 +114,22 @@ def goals_table(by_name: dict) -> list[str]:
         return "-" if ok is None else ("met" if ok else "**missed**")
 
     if d := load("parse_cost"):
+        if d.get("dagbag_extra_frozen_s") is not None:
+            # Airflow's dag-processor calls gc.freeze() before it forks its parsers
+            # (DagFileProcessorManager.before_run): this is the cost it pays.
+            rows.append(
+                [
+                    "Parse cost: DagBag extra for dags/, forked as the dag-processor does "
+                    "(gc.freeze() first)",
+                    "<= 0.3 s",
+                    f"{d['dagbag_extra_frozen_s']:.3f} s",
+                    verdict(d["meets_goal_as_dag_processor"]),
+                ]
+            )
         rows.append(
             [
-                "Parse cost: DagBag extra",
+                "Parse cost: DagBag extra for dags/, forked without gc.freeze() (a full "
+                "collection of the inherited heap included)",
                 "<= 0.3 s",
                 f"{d['dagbag_extra_s']:.3f} s",
                 verdict(d["meets_goal"]),
@@ -474,8 +487,15 @@ def _parse_notes(d: dict) -> str:
     worst = max(d["files"], key=lambda f: f["extra_s"]) if d["files"] else None
     text = (
         f"Verdict: DagBag extra {d['dagbag_extra_s']:.3f} s for {len(d['dagbag_dags'])} DAGs "
-        f"({'meets' if d['meets_goal'] else 'misses'} the 0.3 s goal)."
+        f"({'meets' if d['meets_goal'] else 'misses'} the 0.3 s goal)"
     )
+    if d.get("dagbag_extra_frozen_s") is not None:
+        text += (
+            f"; {d['dagbag_extra_frozen_s']:.3f} s forked as Airflow's dag-processor forks, "
+            "after gc.freeze() "
+            f"({'meets' if d['meets_goal_as_dag_processor'] else 'misses'} it)"
+        )
+    text += "."
     if worst and worst.get("top_imports"):
         top = ", ".join(f"`{t['module']}` {t['self_s']:.3f} s" for t in worst["top_imports"][:4])
         text += f" Largest imports of `{worst['file']}` beyond airflow.sdk: {top}."
