@@ -31,6 +31,16 @@ def _fastapi_app() -> dict[str, Any]:
     return {"app": app, "url_prefix": URL_PREFIX, "name": "Conveyor"}
 
 
+class _FastAPIApps:
+    """``fastapi_apps``, built when first read. Every task process loads the plugins (for
+    their macros) before ``execute()``, but only the api-server reads this attribute; the
+    app's imports (Airflow's API security and app modules) cost each task ~0.5-0.9 s when
+    they ran at import (bench/parse_cost.py, "plugins load")."""
+
+    def __get__(self, instance: object, owner: type | None = None) -> list[dict[str, Any]]:
+        return [_fastapi_app()]
+
+
 class ConveyorPlugin(AirflowPlugin):
     """Extra links, the /conveyor app and its navigation entry."""
 
@@ -42,7 +52,7 @@ class ConveyorPlugin(AirflowPlugin):
         DriftReportLink(),
         ModelServiceLink(),
     ]
-    fastapi_apps: ClassVar[list[dict[str, Any]]] = [_fastapi_app()]
+    fastapi_apps = _FastAPIApps()
     external_views: ClassVar[list[dict[str, Any]]] = [
         {
             "name": "Conveyor pipelines",

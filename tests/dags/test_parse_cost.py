@@ -156,3 +156,26 @@ def test_one_dag_per_pipeline_skips_a_broken_yaml_and_unscored_pipelines(tmp_pat
     watchers = build_per_pipeline(build_watch_dag, kind="watcher", pipelines_dir=tmp_path)
     assert sorted(watchers) == ["conveyor_watch_plain_one", "conveyor_watch_scored_one"]
     assert list(build_score_dags()) == ["score_scored_one"]
+
+
+def test_task_processes_load_the_plugin_without_its_web_app():
+    """Every task process loads the plugins (for their macros) before ``execute()``; only
+    the api-server reads ``fastapi_apps``, so the app and Airflow's API modules behind it
+    are imported there, on first read, and not in each task."""
+    code = (
+        "import sys\n"
+        "from airflow.sdk.plugins_manager import integrate_macros_plugins\n"
+        "integrate_macros_plugins()\n"
+        "from airflow.sdk.plugins_manager import _get_plugins\n"
+        "names = [p.name for p in _get_plugins()[0]]\n"
+        "print('PLUGINS', 'conveyor' in names, 'conveyor_airflow.ui_app' in sys.modules)\n"
+        "from airflow.plugins_manager import get_fastapi_plugins\n"
+        "apps, _ = get_fastapi_plugins()\n"
+        "print('APPS', [a['url_prefix'] for a in apps], type(apps[0]['app']).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "PLUGINS True False" in out.stdout, out.stdout
+    assert "APPS ['/conveyor'] FastAPI" in out.stdout, out.stdout
