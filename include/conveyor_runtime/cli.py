@@ -754,7 +754,7 @@ def _example_record(settings: Settings, pipeline: str) -> dict:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from conveyor.serving.server import main as serve_main
 
-    argv = ["--pipeline", args.pipeline]
+    argv = [arg for name in args.pipeline for arg in ("--pipeline", name)]
     if args.host:
         argv += ["--host", args.host]
     if args.port:
@@ -841,8 +841,13 @@ def build_parser() -> argparse.ArgumentParser:
     up_demo.add_argument("--run-timeout", type=float, default=1800)
     up_demo.set_defaults(func=cmd_demo_up)
 
-    serve = sub.add_parser("serve", help="run the model service for a pipeline's production model")
-    serve.add_argument("--pipeline", required=True)
+    serve = sub.add_parser("serve", help="run the model service for pipelines' production models")
+    serve.add_argument(
+        "--pipeline",
+        action="append",
+        required=True,
+        help="pipeline to serve; repeat it (or give a,b) for several models in one process",
+    )
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.set_defaults(func=cmd_serve)
