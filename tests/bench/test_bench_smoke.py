@@ -33,6 +33,11 @@ SCRIPTS = {
     "scoring": (["--quick"], "Batch scoring summary", ["conveyor", "mlflow", "ratio"]),
     "drift": (["--quick"], "Drift check", ["per_size"]),
     "scale": (["--quick"], "Scale summary", ["goals", "parse"]),
+    "multi_model": (
+        ["--quick"],
+        "Multi-model summary",
+        ["models", "memory_per_model_bytes", "one_model", "many_models", "separate"],
+    ),
 }
 TIMEOUT = 600
 
