@@ -402,6 +402,7 @@ def _cpu_self_and_children() -> float:
 
 def handoff_io(data_file, frame, cfg, model_uri: str, run_dir: Path, tmp: Path) -> dict:
     """The extra I/O of handing data between tasks, timed here outside the plain run."""
+    from conveyor.data.frames import write_parquet_snapshot
     from conveyor.data.splits import split_frame
     from conveyor.deploy.rollout import sample_snapshot_rows
     from conveyor.modeling.model_io import load_model
@@ -416,7 +417,7 @@ def handoff_io(data_file, frame, cfg, model_uri: str, run_dir: Path, tmp: Path) 
     shutil.copytree(run_dir / "data_docs", target / "data_docs")
     out["copy_docs"] = time.perf_counter() - t
     t = time.perf_counter()
-    frame.to_parquet(target / "snapshot.parquet", index=False)
+    write_parquet_snapshot(frame, target / "snapshot.parquet")  # as validate_data does
     out["write_parquet"] = time.perf_counter() - t
     import pandas as pd
 

@@ -298,3 +298,35 @@ def test_registry_without_default_remote(tmp_path: Path) -> None:
 def test_publish_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a DVC data registry"):
         publish_file(tmp_path, "x.csv", write(tmp_path / "x.csv", V1), message="x")
+
+
+def test_snapshot_round_trips_and_dictionary_encodes_only_non_floats(tmp_path):
+    """The validated snapshot reads back as the same frame; floats are written without a
+    dictionary (Arrow's default tries one on every column and gives up on floats)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from conveyor.data.frames import read_parquet_columns, write_parquet_snapshot
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=500),
+            "k": rng.integers(0, 3, size=500),
+            "city": rng.choice(["a", "b", None], size=500),
+            "target": rng.integers(0, 2, size=500),
+        }
+    )
+    frame.loc[::9, "x"] = np.nan
+    path = tmp_path / "snapshot.parquet"
+    write_parquet_snapshot(frame, path)
+    pd.testing.assert_frame_equal(read_parquet_columns(path), frame)
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {
+        meta.column(i).path_in_schema: set(meta.column(i).encodings)
+        for i in range(meta.num_columns)
+    }
+    assert not any("DICTIONARY" in e for e in encodings["x"]), encodings["x"]
+    for column in ("k", "city", "target"):
+        assert any("DICTIONARY" in e for e in encodings[column]), (column, encodings[column])

@@ -10,7 +10,7 @@ frame of a run, so this is where the task's peak memory is decided.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,3 +41,18 @@ def read_parquet_columns(path: str | Path) -> pd.DataFrame:
     finally:
         pa.set_memory_pool(previous)
     return pd.DataFrame(columns, copy=False)
+
+
+def write_parquet_snapshot(frame: pd.DataFrame, target: Any) -> None:
+    """Write the validated snapshot the later steps of the run read back.
+
+    Dictionary encoding only for columns that are not floating point: Arrow tries it on
+    every column by default and gives up on high-cardinality floats after encoding a
+    dictionary page, which made a 1M x 31 float snapshot take 0.8 s to write instead of
+    0.47 s (same file size within 3 %, same frame read back)."""
+    import pandas as pd
+
+    dictionary = [
+        str(name) for name, dtype in frame.dtypes.items() if not pd.api.types.is_float_dtype(dtype)
+    ]
+    frame.to_parquet(target, index=False, use_dictionary=dictionary)

@@ -252,7 +252,36 @@ def load_version(
 Loader = Callable[..., LoadedModel]
 
 
-class ModelHolder:
+class _PollingThread:
+    """``start``/``stop`` of one daemon thread that runs the subclass's ``_poll`` loop,
+    which returns once ``self._stop`` is set."""
+
+    _thread_name = "conveyor-model-poll"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start polling in a daemon thread (no-op if it runs already)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling (waits for a load in progress, up to ``timeout`` seconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _poll(self) -> None:
+        raise NotImplementedError
+
+
+class ModelHolder(_PollingThread):
     """Keeps the version the alias points to loaded; polls the alias in a thread.
 
     Parameters
@@ -273,14 +302,13 @@ class ModelHolder:
         client: MlflowClient | None = None,
         loader: Loader = load_version,
     ) -> None:
+        super().__init__()
         self.serving = serving
         self.settings = settings
         self._client = client
         self._loader = loader
         self._current: LoadedModel | None = None
         self._check_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._failed_version: str | None = None
         self.registry_version: str | None = None
         self.last_check_at: datetime | None = None
@@ -360,22 +388,8 @@ class ModelHolder:
         self.last_reload_error = error
         return CheckResult(current, error=error)
 
-    def start(self) -> None:
-        """Start polling the alias every ``poll_seconds`` in a daemon thread."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._poll, name="conveyor-model-poll", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop polling (waits for a load in progress, up to ``timeout`` seconds)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
     def _poll(self) -> None:
+        """Check the alias every ``poll_seconds``."""
         while not self._stop.wait(self.serving.poll_seconds):
             self.check_now(force=False)
 
@@ -393,7 +407,7 @@ class ModelHolder:
         }
 
 
-class HolderGroup:
+class HolderGroup(_PollingThread):
     """One thread polling the aliases of several holders (a service of many models).
 
     A holder of its own polls in its own thread; fifty of them would be fifty threads
@@ -405,28 +419,12 @@ class HolderGroup:
     A slow registry delays the round, never a request.
     """
 
+    _thread_name = "conveyor-model-poll-all"
+
     def __init__(self, holders: list[ModelHolder]) -> None:
+        super().__init__()
         self.holders = holders
         self.poll_seconds = min(h.serving.poll_seconds for h in holders)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start polling in a daemon thread."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._poll, name="conveyor-model-poll-all", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop polling (waits for a load in progress, up to ``timeout`` seconds)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     def _poll(self) -> None:
         pause = self.poll_seconds / len(self.holders)

@@ -33,6 +33,7 @@ class DataValidationOperator(ConveyorOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         from conveyor.artifacts import local_copy
+        from conveyor.data.frames import write_parquet_snapshot
         from conveyor.errors import ValidationFailed
         from conveyor.validation.expectations import read_dataset, validate_frame
 
@@ -66,7 +67,7 @@ class DataValidationOperator(ConveyorOperator):
             snapshot_uri = None
             if failure is None:
                 with out.open_write("snapshot.parquet") as fh:
-                    frame.to_parquet(fh, index=False)
+                    write_parquet_snapshot(frame, fh)
                 snapshot_uri = out.url("snapshot.parquet")
         if docs_uri:
             self.log.info("Data Docs report: %s", docs_uri)
