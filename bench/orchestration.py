@@ -72,7 +72,7 @@ TASK_IO = {
     "pull_data": ["copy_data"],
     "validate_data": ["copy_docs", "write_parquet"],
     "train_model": ["read_parquet"],
-    "evaluate_model": ["read_parquet", "split", "load_model"],
+    "evaluate_model": ["read_test_part", "load_model"],
     "deploy_model": ["sample_snapshot"],
 }
 #: Airflow task -> modules it imports in ``execute()``, read from
@@ -406,6 +406,7 @@ def handoff_io(data_file, frame, cfg, model_uri: str, run_dir: Path, tmp: Path) 
     from conveyor.data.splits import split_frame
     from conveyor.deploy.rollout import sample_snapshot_rows
     from conveyor.modeling.model_io import load_model
+    from conveyor.modeling.runs import read_snapshot_part
 
     out: dict[str, float] = {}
     target = tmp / "handoff"
@@ -427,6 +428,9 @@ def handoff_io(data_file, frame, cfg, model_uri: str, run_dir: Path, tmp: Path) 
     t = time.perf_counter()
     split_frame(again, cfg)
     out["split"] = time.perf_counter() - t
+    t = time.perf_counter()
+    read_snapshot_part(str(target / "snapshot.parquet"), cfg, "test")
+    out["read_test_part"] = time.perf_counter() - t
     t = time.perf_counter()
     sample_snapshot_rows(
         target / "snapshot.parquet",

@@ -330,3 +330,35 @@ def test_snapshot_round_trips_and_dictionary_encodes_only_non_floats(tmp_path):
     assert not any("DICTIONARY" in e for e in encodings["x"]), encodings["x"]
     for column in ("k", "city", "target"):
         assert any("DICTIONARY" in e for e in encodings[column]), (column, encodings[column])
+
+
+@pytest.mark.parametrize("part", ["train", "test"])
+def test_a_snapshot_part_is_the_split_of_the_whole_snapshot(tmp_path, part):
+    """The evaluation task reads only the test rows of the snapshot: the same rows, order,
+    index and dtypes as splitting the whole frame."""
+    import numpy as np
+    import pandas as pd
+    from serving_helpers import breast_cancer_config
+
+    from conveyor.data.frames import write_parquet_snapshot
+    from conveyor.data.splits import split_part
+    from conveyor.modeling.runs import read_snapshot, read_snapshot_part
+
+    config = breast_cancer_config("parts")  # stratified classification split, seed 42
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=400),
+            "b": rng.integers(0, 9, size=400),
+            "city": rng.choice(["x", "y", None], size=400),
+            config.target: rng.choice([0, 1], size=400, p=[0.8, 0.2]),
+        }
+    )
+    frame.loc[::11, "a"] = np.nan
+    uri = str(tmp_path / "snapshot.parquet")
+    write_parquet_snapshot(frame, uri)
+    expected = split_part(read_snapshot(uri), config, part)
+    got = read_snapshot_part(uri, config, part)
+    pd.testing.assert_frame_equal(got, expected)
+    test_rows = round(400 * config.split.test_size)
+    assert len(got) == (test_rows if part == "test" else 400 - test_rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from conveyor.config import PipelineConfig
@@ -44,6 +44,22 @@ def read_snapshot(uri: str):
 
     with local_copy(uri) as path:
         return read_parquet_columns(path)
+
+
+def read_snapshot_part(uri: str, config: PipelineConfig, part: Literal["train", "test"]):
+    """One part of the validated snapshot's split (``split_part(read_snapshot(uri), ...)``,
+    the same rows and index) without building the whole frame: the split is computed
+    from the target column alone, then only that part's rows are read."""
+    import pyarrow.parquet as pq
+
+    from conveyor.artifacts import local_copy
+    from conveyor.data.frames import read_parquet_rows
+    from conveyor.data.splits import split_indices
+
+    with local_copy(uri) as path:
+        target = pq.read_table(path, columns=[config.target]).to_pandas()
+        train, test = split_indices(target, config)
+        return read_parquet_rows(path, train if part == "train" else test)
 
 
 def train_and_log(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.modeling.runs import read_snapshot
+from conveyor.modeling.runs import read_snapshot_part
 from conveyor_airflow.links import MlflowRunLink, mlflow_run_url, push_link
 from conveyor_airflow.operators.base import ConveyorOperator
 
@@ -35,7 +35,6 @@ class EvaluateModelOperator(ConveyorOperator):
         import mlflow
 
         from conveyor.cards.analysis import analyze
-        from conveyor.data.splits import split_part
         from conveyor.errors import TrainingError
         from conveyor.modeling.evaluation import compute_metrics, write_plots
         from conveyor.modeling.model_io import load_model
@@ -43,7 +42,7 @@ class EvaluateModelOperator(ConveyorOperator):
         from conveyor.registry.models import PRODUCTION, version_by_alias
 
         cfg = self.config
-        test = split_part(read_snapshot(self.validation["snapshot_uri"]), cfg, "test")
+        test = read_snapshot_part(self.validation["snapshot_uri"], cfg, "test")
         client = tracking.configure(self.settings)
         candidate_model = load_model(self.training["model_uri"])
         candidate = compute_metrics(candidate_model, test, cfg)
