@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 def read_parquet_columns(path: str | Path) -> pd.DataFrame:
     """Read a Parquet file column by column; same columns, order and dtypes as
     ``pandas.read_parquet`` (one block per column: nothing is consolidated)."""
+    return _read_by_column(path)
+
+
+def _read_by_column(path: str | Path, indices: Any = None) -> pd.DataFrame:
+    """One column at a time into pandas; with ``indices`` (an Arrow array), only those
+    rows of each column reach pandas."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -34,6 +40,8 @@ def read_parquet_columns(path: str | Path) -> pd.DataFrame:
     try:
         for name in parquet.schema_arrow.names:
             table = parquet.read(columns=[name], use_pandas_metadata=True)
+            if indices is not None:
+                table = table.take(indices)
             part = table.to_pandas(self_destruct=True)
             del table
             if name in part.columns:  # not the pandas index
@@ -67,25 +75,8 @@ def read_parquet_rows(path: str | Path, positions: Any) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     positions = np.asarray(positions)
-    indices = pa.array(positions)
-    parquet = pq.ParquetFile(path)
-    columns: dict[str, pd.Series] = {}
-    previous = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())  # as read_parquet_columns, for the same reason
-    try:
-        for name in parquet.schema_arrow.names:
-            table = parquet.read(columns=[name], use_pandas_metadata=True)
-            part = table.take(indices)
-            del table
-            frame = part.to_pandas(self_destruct=True)
-            del part
-            if name in frame.columns:  # not the pandas index
-                columns[name] = frame[name]
-    finally:
-        pa.set_memory_pool(previous)
-    out = pd.DataFrame(columns, copy=False)
+    out = _read_by_column(path, pa.array(positions))
     out.index = pd.Index(positions)
     return out
