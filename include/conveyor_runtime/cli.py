@@ -249,6 +249,22 @@ _MODULE_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=\w+: )")
 _FRAME = re.compile(r"^(Traceback \(most recent call last\):|  File \"|    )")
 
 
+def run_result(output: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The ``CONVEYOR_RESULT`` line of ``conveyor_runtime.local_run`` and the other lines.
+
+    Looked for line by line, not per log record: the line has no timestamp, so grouped
+    into records it became the tail of whatever Airflow logged last (a multi-line DagRun
+    summary after an unchanged-input run), and the run was reported as not started."""
+    result = None
+    lines = []
+    for line in output.splitlines():
+        if line.startswith("CONVEYOR_RESULT "):
+            result = json.loads(line.removeprefix("CONVEYOR_RESULT "))
+        else:
+            lines.append(line)
+    return result, lines
+
+
 def log_records(lines: list[str]) -> list[str]:
     """Group Airflow's console log lines into records: a record starts with a timestamped
     line; lines that follow without one (a multi-line message, a traceback) belong to it."""
@@ -335,12 +351,10 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
         stderr=subprocess.STDOUT,
         check=False,
     )
-    result = None
+    result, lines = run_result(proc.stdout)
     shown: set[str] = set()
-    for record in log_records(proc.stdout.splitlines()):
-        if record.startswith("CONVEYOR_RESULT "):
-            result = json.loads(record.split("\n", 1)[0].removeprefix("CONVEYOR_RESULT "))
-        elif args.verbose:
+    for record in log_records(lines):
+        if args.verbose:
             print(record)
         elif (line := _progress_line(record, shown)) is not None:
             # soft_wrap: long paths and commit hashes are not broken onto new lines
