@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -234,13 +235,35 @@ class AirflowClient:
     ) -> str:
         """Create a manual run (``logical_date`` null: Airflow 3 runs need none); returns
         its run id."""
-        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
-        if run_id:
-            body["dag_run_id"] = run_id
+        # The run id is chosen here (Airflow's own format) so that a retry after a
+        # transient "Database error" (SQLite busy under a loaded scheduler) cannot create
+        # a second run: if the first attempt did commit, the retry gets 409 for this id.
+        run_id = run_id or f"manual__{datetime.now(UTC).isoformat()}"
+        body: dict[str, Any] = {
+            "logical_date": None,
+            "conf": dict(conf or {}),
+            "dag_run_id": run_id,
+        }
         if note:
             body["note"] = note
-        resp = self._send_trigger(dag_id, body)
-        return resp.json()["dag_run_id"]
+        attempts = 4
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._send_trigger(dag_id, body).json()["dag_run_id"]
+            except AirflowApiError as exc:
+                if attempt > 1 and exc.status == 409:
+                    return run_id  # an earlier attempt created it after all
+                if exc.status is None or exc.status < 500 or attempt == attempts:
+                    raise
+                log.warning(
+                    "Triggering %s answered %s; retrying (%d/%d)",
+                    dag_id,
+                    exc.status,
+                    attempt,
+                    attempts,
+                )
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
 
     def _send_trigger(self, dag_id: str, body: dict[str, Any]) -> httpx.Response:
         try:
