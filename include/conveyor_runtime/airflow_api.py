@@ -202,22 +202,29 @@ class AirflowClient:
                 )
             time.sleep(poll)
 
-    def set_paused(self, dag_id: str, paused: bool, *, attempts: int = 4) -> dict[str, Any]:
-        """Pause or unpause; idempotent, so a transient "Database error" (SQLite busy while
-        the scheduler and triggerer write, seen on a loaded 2-core machine) is retried."""
+    @staticmethod
+    def _retrying_5xx(what: str, call: Callable[[int], Any], attempts: int = 4) -> Any:
+        """``call(attempt)``, again after a 5xx: a transient "Database error" (SQLite busy
+        while the scheduler and triggerer write, seen on a loaded 2-core machine). Only
+        for requests that are safe to repeat."""
         for attempt in range(1, attempts + 1):
             try:
-                return self.request(
-                    "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused}
-                ).json()
+                return call(attempt)
             except AirflowApiError as exc:
                 if exc.status is None or exc.status < 500 or attempt == attempts:
                     raise
-                log.warning(
-                    "PATCH %s answered %s; retrying (%d/%d)", dag_id, exc.status, attempt, attempts
-                )
+                log.warning("%s answered %s; retrying (%d/%d)", what, exc.status, attempt, attempts)
                 time.sleep(attempt)
         raise AssertionError("unreachable")
+
+    def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
+        """Pause or unpause (idempotent, so retried after a 5xx)."""
+        return self._retrying_5xx(
+            f"PATCH {dag_id}",
+            lambda _: self.request(
+                "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused}
+            ).json(),
+        )
 
     def unpause(self, dag_id: str) -> dict[str, Any]:
         return self.set_paused(dag_id, False)
@@ -246,24 +253,16 @@ class AirflowClient:
         }
         if note:
             body["note"] = note
-        attempts = 4
-        for attempt in range(1, attempts + 1):
+
+        def send(attempt: int) -> str:
             try:
                 return self._send_trigger(dag_id, body).json()["dag_run_id"]
             except AirflowApiError as exc:
                 if attempt > 1 and exc.status == 409:
                     return run_id  # an earlier attempt created it after all
-                if exc.status is None or exc.status < 500 or attempt == attempts:
-                    raise
-                log.warning(
-                    "Triggering %s answered %s; retrying (%d/%d)",
-                    dag_id,
-                    exc.status,
-                    attempt,
-                    attempts,
-                )
-                time.sleep(attempt)
-        raise AssertionError("unreachable")
+                raise
+
+        return self._retrying_5xx(f"Triggering {dag_id}", send)
 
     def _send_trigger(self, dag_id: str, body: dict[str, Any]) -> httpx.Response:
         try:
